@@ -1,0 +1,94 @@
+"""What a module costs: parameters, FLOPs and latency."""
+
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models import eval_mode
+
+
+def count_parameters(model, trainable_only=False):
+    """Number of parameters (all of them, or only those with ``requires_grad``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count_parameters needs an nn.Module, got {type(model).__name__}.")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_flops(model, input_shape):
+    """FLOPs of one forward pass on a zero tensor of ``input_shape``, by ``torch.utils.flop_counter``.
+
+    The counter counts matrix multiplications and convolutions (2 FLOPs per multiply-add);
+    element-wise work such as sigmoids, pooling and the gating product is not counted.
+    """
+    device = next(model.parameters()).device
+    x = torch.zeros(input_shape, device=device)
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def latency(model, input_shape, warmup=5, repeats=20):
+    """Median wall time of one forward pass, in milliseconds, after ``warmup`` untimed passes.
+
+    Runs on the model's device with gradients off and synchronises CUDA/MPS around each pass,
+    so the time covers the GPU work, not just its launch.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}.")
+    device = next(model.parameters()).device
+    x = torch.randn(input_shape, device=device)
+    times = []
+    with eval_mode(model), torch.no_grad():
+        for i in range(warmup + repeats):
+            _synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            _synchronize(device)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def cost_table(models, input_shape, warmup=5, repeats=20):
+    """Parameters, FLOPs and latency of each model in ``models`` (a dict name -> module).
+
+    Returns a list of dicts with keys ``model``, ``params``, ``mflops`` and ``ms``; print it with
+    :func:`format_table`.
+    """
+    return [
+        {
+            "model": name,
+            "params": count_parameters(model),
+            "mflops": count_flops(model, input_shape) / 1e6,
+            "ms": latency(model, input_shape, warmup, repeats),
+        }
+        for name, model in models.items()
+    ]
+
+
+def format_table(rows, floatfmt=".3f"):
+    """Render a list of same-keyed dicts as a Markdown table (IPython's ``Markdown`` shows it)."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+
+    def cell(value):
+        if isinstance(value, float):
+            return format(value, floatfmt)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)

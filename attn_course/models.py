@@ -1,0 +1,156 @@
+"""A small ResNet with an attention slot in every residual block, and a recorder for the gates.
+
+The slot sits where SE-ResNet puts SE (Hu et al. 2018, Fig. 3): after the last BatchNorm of the
+residual branch, before the addition with the shortcut. With no attention the slot is an
+``nn.Identity`` and the network is a plain ResNet (He et al., "Deep Residual Learning for Image
+Recognition", CVPR 2016, https://arxiv.org/abs/1512.03385).
+"""
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .attention import create_attention
+
+
+def _make_attention(attention, channels, attention_kwargs):
+    """Resolve the ``attention`` argument: None, a registered name, or a callable ``f(channels)``."""
+    if attention is None:
+        return nn.Identity()
+    if isinstance(attention, str):
+        return create_attention(attention, channels, **attention_kwargs)
+    if callable(attention):
+        return attention(channels, **attention_kwargs)
+    raise TypeError(
+        f"attention must be None, a registered name such as 'se', or a callable taking channels; "
+        f"got {type(attention).__name__}."
+    )
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, then attention, then + shortcut, then ReLU."""
+
+    def __init__(self, in_channels, out_channels, stride=1, attention=None, attention_kwargs=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.attention = _make_attention(attention, out_channels, attention_kwargs or {})
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.attention(self.bn2(self.conv2(out)))  # the attention slot
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small ResNet for 32 x 32 inputs: a 3x3 stem and one stage per entry of ``widths``.
+
+    Stage ``i`` has ``depths[i]`` :class:`BasicBlock` s; every stage after the first halves the
+    resolution. The defaults give 3 stages at 32, 16 and 8 pixels, about 0.2 M parameters.
+
+    Args:
+        attention: None (plain ResNet), a name registered in :mod:`attn_course.attention`, or a
+            callable ``f(channels, **attention_kwargs)`` returning a module.
+        widths: channels of each stage.
+        depths: residual blocks in each stage.
+        in_channels: image channels.
+        num_classes: outputs of the classifier.
+        **attention_kwargs: passed to every attention module, e.g. ``reduction=4``.
+    """
+
+    def __init__(self, attention=None, widths=(16, 32, 64), depths=(1, 1, 1), in_channels=1,
+                 num_classes=10, **attention_kwargs):
+        super().__init__()
+        if len(widths) != len(depths) or not widths:
+            raise ValueError(f"widths {widths} and depths {depths} need the same, non-zero length.")
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
+        stages, channels = [], widths[0]
+        for i, (width, depth) in enumerate(zip(widths, depths)):
+            blocks = []
+            for j in range(depth):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(BasicBlock(channels, width, stride, attention, attention_kwargs))
+                channels = width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        self.in_channels = in_channels
+
+    def features(self, x):
+        """The last stage's feature map, (B, widths[-1], H / 2**(stages-1), W / 2**(stages-1))."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"ResNet expects images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}."
+            )
+        return self.stages(self.stem(x))
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class AttentionRecorder:
+    """Record the output of every submodule named ``gate`` (or another name) in a forward pass.
+
+    Use it as a context manager; ``recorder.records`` maps each module's qualified name to the
+    list of tensors it produced (detached, on the CPU), one per forward call::
+
+        with AttentionRecorder(model) as recorder:
+            model(images)
+        gates = recorder.stacked()  # {"stages.0.0.attention.gate": (N, C), ...}
+    """
+
+    def __init__(self, model, names=("gate",)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"AttentionRecorder needs an nn.Module, got {type(model).__name__}.")
+        self.modules = {
+            name: module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in names
+        }
+        if not self.modules:
+            raise ValueError(
+                f"The model has no submodule named {' or '.join(names)}: is its attention slot empty?"
+            )
+        self.records = {name: [] for name in self.modules}
+        self._handles = []
+
+    def __enter__(self):
+        for name, module in self.modules.items():
+            hook = self._hook(name)
+            self._handles.append(module.register_forward_hook(hook))
+        return self
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            self.records[name].append(output.detach().cpu())
+        return hook
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def stacked(self):
+        """Concatenate each module's records along the batch dimension."""
+        return {name: torch.cat(tensors) for name, tensors in self.records.items() if tensors}
+
+
+@contextmanager
+def eval_mode(model):
+    """Put ``model`` in eval mode for a block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

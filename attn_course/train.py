@@ -1,0 +1,110 @@
+"""Seeding, device choice, and a small training loop with a progress bar."""
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def set_seed(seed=0):
+    """Seed Python, NumPy and PyTorch (CPU and every GPU) from one number."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA and MPS
+
+
+def get_device(prefer=None):
+    """The best device available: CUDA, then Apple's MPS, then the CPU; ``prefer`` overrides."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class History:
+    """Per-epoch records of one training run."""
+
+    train_loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def final_test_accuracy(self):
+        return self.test_accuracy[-1] if self.test_accuracy else float("nan")
+
+
+@torch.no_grad()
+def evaluate(model, loader, device=None):
+    """Accuracy of ``model`` on every batch of ``loader`` (a float in [0, 1])."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        logits = model(images.to(device))
+        correct += (logits.argmax(1).cpu() == labels).sum().item()
+        total += len(labels)
+    model.train(was_training)
+    return correct / total
+
+
+def fit(model, train_loader, test_loader=None, epochs=3, lr=3e-3, device=None, loss_fn=None,
+        progress=True, desc="training"):
+    """Train ``model`` with AdamW and a one-cycle learning rate; return a :class:`History`.
+
+    Args:
+        model: the network; it is moved to ``device``.
+        train_loader, test_loader: loaders of ``(inputs, targets)``; the test set is scored
+            after every epoch when given.
+        epochs: passes over ``train_loader``.
+        lr: peak learning rate of the one-cycle schedule.
+        device: defaults to :func:`get_device`.
+        loss_fn: defaults to cross-entropy; gets ``(logits, targets)``.
+        progress: show a tqdm progress bar over the batches.
+        desc: label of the progress bar.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    device = device or get_device()
+    loss_fn = loss_fn or F.cross_entropy
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * len(train_loader)
+    )
+    history = History()
+    start = time.perf_counter()
+    bar = tqdm(total=epochs * len(train_loader), desc=desc, disable=not progress, leave=True)
+    for epoch in range(epochs):
+        loss_sum = correct = seen = 0
+        for inputs, targets in train_loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            logits = model(inputs)
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.item() * len(targets)
+            correct += (logits.argmax(1) == targets).float().mean().item() * len(targets)
+            seen += len(targets)
+            bar.update()
+        history.train_loss.append(loss_sum / seen)
+        history.train_accuracy.append(correct / seen)
+        postfix = {"epoch": epoch + 1, "loss": f"{loss_sum / seen:.3f}"}
+        if test_loader is not None:
+            history.test_accuracy.append(evaluate(model, test_loader, device))
+            postfix["test acc"] = f"{history.test_accuracy[-1]:.3f}"
+        bar.set_postfix(postfix)
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    return history

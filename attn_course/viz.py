@@ -1,0 +1,105 @@
+"""Plots for the chapters. Each function takes the data and a matplotlib axis and returns the axis."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _numpy(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _image2d(image):
+    """(1, H, W), (H, W) or (3, H, W) tensor -> array matplotlib can show."""
+    image = _numpy(image)
+    if image.ndim == 3 and image.shape[0] == 1:
+        return image[0]
+    if image.ndim == 3 and image.shape[0] == 3:
+        return image.transpose(1, 2, 0)
+    if image.ndim != 2:
+        raise ValueError(f"expected an image (1, H, W), (3, H, W) or (H, W), got shape {image.shape}.")
+    return image
+
+
+def draw_box(ax, box, color="tab:red", linewidth=1.5):
+    """Outline a box ``(x0, y0, x1, y1)`` (end exclusive, pixel units) on ``ax``."""
+    x0, y0, x1, y1 = (float(v) for v in _numpy(box))
+    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                               edgecolor=color, linewidth=linewidth))
+    return ax
+
+
+def show_image(image, ax=None, title=None, box=None):
+    """Show one grey-scale (or RGB) image, optionally with its bounding box."""
+    ax = ax or plt.gca()
+    ax.imshow(_image2d(image), cmap="gray", vmin=0, vmax=1)
+    if box is not None:
+        draw_box(ax, box)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    return ax
+
+
+def overlay_attention(image, attention, ax=None, title=None, box=None, alpha=0.5, cmap="jet"):
+    """Show ``attention`` (h, w) resized over ``image``; the map is min-max normalised for display."""
+    ax = ax or plt.gca()
+    image = _image2d(image)
+    attention = _numpy(attention).astype(float)
+    if attention.ndim != 2:
+        raise ValueError(f"attention must be a 2-D map (h, w), got shape {attention.shape}.")
+    span = attention.max() - attention.min()
+    attention = (attention - attention.min()) / span if span > 0 else np.zeros_like(attention)
+    height, width = image.shape[:2]
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(attention, cmap=cmap, alpha=alpha, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+              interpolation="bilinear")
+    if box is not None:
+        draw_box(ax, box, color="white")
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    return ax
+
+
+def plot_history(histories, ax=None, metric="test_accuracy"):
+    """One curve per run: ``histories`` maps a name to a :class:`attn_course.train.History`."""
+    ax = ax or plt.gca()
+    for name, history in histories.items():
+        values = getattr(history, metric)
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_channel_gates(gates, ax=None, labels=None, title=None):
+    """Heat map of gates (rows, C): e.g. the mean SE gate of each class over the channels."""
+    ax = ax or plt.gca()
+    gates = _numpy(gates)
+    if gates.ndim != 2:
+        raise ValueError(f"gates must be (rows, channels), got shape {gates.shape}.")
+    image = ax.imshow(gates, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xlabel("channel")
+    if labels is not None:
+        ax.set_yticks(range(len(labels)), labels)
+    if title is not None:
+        ax.set_title(title, fontsize=10)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    return ax
+
+
+def plot_bars(values, ax=None, ylabel=None, title=None, fmt="{:.3f}"):
+    """Bar chart of ``values`` (a dict name -> number), each bar labelled with its value."""
+    ax = ax or plt.gca()
+    names, numbers = list(values), [float(v) for v in values.values()]
+    bars = ax.bar(names, numbers, color=plt.cm.tab10.colors[: len(names)])
+    ax.bar_label(bars, labels=[fmt.format(v) for v in numbers], fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=20)
+    return ax
