@@ -66,7 +66,7 @@ def _copy_weights(source, target):
         pass
     src, dst = list(source.state_dict().values()), target.state_dict()
     if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src, dst.values())):
-        shapes = lambda m: [tuple(t.shape) for t in m.state_dict().values()]  # noqa: E731
+        shapes = lambda m: [tuple(t.shape) for t in m.state_dict().values()]
         raise ValueError(
             f"the weights do not line up with the reference's: yours have shapes {shapes(target)}, "
             f"the reference's {shapes(source)}"

@@ -77,7 +77,9 @@ def box_area_fraction(boxes, height, width):
 def confusion_matrix(pred, target, num_classes):
     """Counts (K, K), row = true class, column = predicted class, over all elements."""
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}.")
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}."
+        )
     index = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
     return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 

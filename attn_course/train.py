@@ -44,14 +44,14 @@ class History:
 
 @torch.no_grad()
 def evaluate(model, loader, device=None):
-    """Accuracy of ``model`` on every batch of ``loader`` (a float in [0, 1])."""
+    """Accuracy of ``model`` over ``loader`` (a float in [0, 1]); per pixel for dense targets."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct = total = 0
     for images, labels in loader:
         logits = model(images.to(device))
-        correct += (logits.argmax(1).cpu() == labels).sum().item()
+        correct += (logits.argmax(1).cpu() == labels).float().mean().item() * len(labels)
         total += len(labels)
     model.train(was_training)
     return correct / total
