@@ -1,0 +1,97 @@
+"""The book's configuration, its table of contents and the notebooks' frame agree with each other."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def toc_files(toc):
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no chapter notebooks found in notebooks/"
+
+
+def test_every_toc_entry_exists():
+    for entry in toc_files(TOC):
+        matches = list(ROOT.glob(entry + ".*"))
+        assert matches, f"_toc.yml lists {entry}, which has no .md or .ipynb file"
+
+
+def test_every_notebook_and_page_is_in_the_toc():
+    listed = set(toc_files(TOC))
+    pages = [p for p in (ROOT / "book").glob("*.md")] + NOTEBOOKS
+    for page in pages:
+        entry = page.relative_to(ROOT).with_suffix("").as_posix()
+        assert entry in listed, f"{entry} is missing from _toc.yml"
+
+
+def test_jupyter_book_is_pinned_below_2():
+    # Jupyter Book 2 ignores _config.yml and _toc.yml.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    book = [d for d in project["project"]["optional-dependencies"]["book"] if d.startswith("jupyter-book")]
+    assert book == ["jupyter-book>=1.0.4,<2"]
+
+
+def test_environment_yml_mirrors_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        wanted += [d for d in extra if not d.startswith("attn_course")]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    for requirement in wanted:
+        assert requirement in pip, f"{requirement} is in pyproject.toml but not in environment.yml"
+
+
+def test_config_executes_notebooks_and_fails_on_errors():
+    assert CONFIG["execute"]["execute_notebooks"] == "force"
+    assert CONFIG["execute"]["allow_errors"] is False
+    assert CONFIG["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    for bib in CONFIG["bibtex_bibfiles"]:
+        assert (ROOT / bib).exists()
+
+
+def _repository():
+    url = CONFIG["repository"]["url"].rstrip("/")
+    owner_repo = re.fullmatch(r"https://github\.com/([^/]+/[^/]+)", url)
+    assert owner_repo, f"repository.url must be a GitHub URL, got {url}"
+    return url, owner_repo.group(1), CONFIG["repository"]["branch"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_frame(path):
+    """Title, Colab badge and install cell use the one repository URL of _config.yml."""
+    url, owner_repo, branch = _repository()
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {path.name[:2]} · ")
+    badge = f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/{path.name}"
+    assert badge in first.source, f"{path.name}: the Colab badge must link to {badge}"
+
+    setup = next(c for c in nb.cells if c.cell_type == "code")
+    assert f"attn_course @ git+{url}" in setup.source, f"{path.name}: the setup cell must install from {url}"
+    assert "hide-input" in setup.metadata.get("tags", [])
+    assert "set_seed(" in setup.source and "get_device(" in setup.source
+
+    sources = [c.source for c in nb.cells]
+    assert any(s.startswith("# Solution") for s in sources), f"{path.name} has no exercise solution"
+    for cell in nb.cells:
+        if cell.source.startswith("# Solution"):
+            assert "hide-input" in cell.metadata.get("tags", []), f"{path.name}: solutions must be hidden"
+    assert any("report.passed" in s for s in sources), f"{path.name}: no exercise is graded by the checker"
+    assert any("## References" in s for s in sources if s), f"{path.name} has no references"
