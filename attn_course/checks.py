@@ -98,6 +98,10 @@ def check_attention(student, reference, input_shape=(2, 16, 8, 8), atol=1e-5, se
         report.add("module", False, f"you passed the class {student.__name__}, not a module: "
                    f"create one first, e.g. {student.__name__}(channels).")
         return report
+    if isinstance(student, nn.Module) and "_modules" not in vars(student):
+        report.add("module", False, f"{type(student).__name__}.__init__ never calls super().__init__(): "
+                   f"make it the first line of __init__.")
+        return report
     if not report.add("module", isinstance(student, nn.Module),
                       "is an nn.Module" if isinstance(student, nn.Module) else
                       f"expected an nn.Module, got {type(student).__name__}: write a class that "
@@ -182,7 +186,11 @@ def check_function(student_fn, reference_fn, cases, title=None):
         except Exception as error:
             report.add("runs", False, f"{call} raised {_error_line(error)}")
             return report
-        if got != expected:
+        try:
+            differs = bool(got != expected)
+        except Exception:  # e.g. an array compared with a number: no single truth value
+            differs = True
+        if differs:
             wrong.append(f"{call} = {got!r}, expected {expected!r}")
     report.add("values", not wrong, f"all {len(cases)} cases agree" if not wrong else
                f"{len(wrong)} of {len(cases)} cases differ, e.g. " + "; ".join(wrong[:3]))

@@ -1,11 +1,11 @@
 """The book's configuration, its table of contents and the notebooks' frame agree with each other."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,68 @@
+"""Tests of attn_course.bench: parameters, FLOPs, latency and the cost table."""
+
+import pytest
+from torch import nn
+
+from attn_course.bench import cost_table, count_flops, count_parameters, format_table, latency
+
+
+def test_count_parameters():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 5, bias=False))
+    assert count_parameters(model) == (3 * 8 * 9 + 8) + (8 + 8) + 8 * 5
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
+    model[0].weight.requires_grad_(False)
+    assert count_parameters(model, trainable_only=True) == 8 + 16 + 40
+    assert count_parameters(model) == 216 + 8 + 16 + 40
+    with pytest.raises(TypeError, match="count_parameters needs an nn.Module, got list"):
+        count_parameters([nn.Linear(2, 2)])
+
+
+def test_count_flops_linear():
+    # y = x W^T: (B, in) x (in, out) is B * in * out multiply-adds, 2 FLOPs each; the bias is not counted.
+    assert count_flops(nn.Linear(10, 5), (3, 10)) == 2 * 3 * 10 * 5
+
+
+@pytest.mark.parametrize("stride, out_size", [(1, 16), (2, 8)])
+def test_count_flops_conv(stride, out_size):
+    conv = nn.Conv2d(3, 8, 3, stride=stride, padding=1)
+    # Each of the B * C_out * H_out * W_out outputs takes C_in * k * k multiply-adds.
+    macs = 2 * 8 * out_size * out_size * 3 * 3 * 3
+    assert count_flops(conv, (2, 3, 16, 16)) == 2 * macs
+
+
+def test_count_flops_sums_layers_and_restores_mode():
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 2)).train()
+    expected = 2 * (4 * 25 * 1) + 2 * (100 * 2)  # batch 1; the ReLU is not counted
+    assert count_flops(model, (1, 1, 5, 5)) == expected
+    assert model.training
+
+
+def test_latency():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()).train()
+    ms = latency(model, (1, 1, 16, 16), warmup=1, repeats=3)
+    assert isinstance(ms, float) and ms > 0
+    assert model.training
+    with pytest.raises(ValueError, match="repeats must be at least 1, got 0"):
+        latency(model, (1, 1, 16, 16), repeats=0)
+
+
+def test_cost_table_and_format_table():
+    models = {"small": nn.Linear(4, 2), "big": nn.Linear(4, 300)}
+    rows = cost_table(models, (1, 4), warmup=0, repeats=2)
+    assert [r["model"] for r in rows] == ["small", "big"]
+    assert all(list(r) == ["model", "params", "mflops", "ms"] for r in rows)
+    assert [r["params"] for r in rows] == [10, 1500]
+    assert [r["mflops"] for r in rows] == pytest.approx([2 * 4 * 2 / 1e6, 2 * 4 * 300 / 1e6])
+    assert all(r["ms"] > 0 for r in rows)
+
+    table = format_table(rows).splitlines()
+    assert table[0] == "| model | params | mflops | ms |"
+    assert table[1] == "|---|---|---|---|"
+    assert len(table) == 4
+    assert table[3].startswith("| big | 1,500 | 0.002 | ")
+
+
+def test_format_table_cells():
+    rows = [{"name": "a", "n": 12345, "x": 0.123456, "ok": True}]
+    assert format_table(rows, floatfmt=".2f").splitlines()[2] == "| a | 12,345 | 0.12 | True |"
+    assert format_table([]) == ""

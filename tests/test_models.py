@@ -1,0 +1,232 @@
+"""Tests of attn_course.models: the small ResNet, its attention slot and the gate recorder."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attn_course.attention import SqueezeExcite
+from attn_course.models import AttentionRecorder, BasicBlock, ResNet, eval_mode
+
+
+def blocks(model):
+    return [m for m in model.modules() if isinstance(m, BasicBlock)]
+
+
+class Zeros(nn.Module):
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+class Double(nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+def test_output_and_feature_shapes():
+    model = ResNet()
+    x = torch.randn(3, 1, 32, 32)
+    assert model(x).shape == (3, 10)
+    assert model.features(x).shape == (3, 64, 8, 8)
+    wide = ResNet(widths=(8, 16, 32, 48), depths=(1, 2, 1, 1), in_channels=3, num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    assert wide(x).shape == (2, 5)
+    assert wide.features(x).shape == (2, 48, 4, 4)
+
+
+def test_stride_two_only_at_the_first_block_of_later_stages():
+    model = ResNet(widths=(8, 16), depths=(2, 2))
+    strides = [b.conv1.stride for b in blocks(model)]
+    assert strides == [(1, 1), (1, 1), (2, 2), (1, 1)]
+    shortcuts = [isinstance(b.shortcut, nn.Identity) for b in blocks(model)]
+    assert shortcuts == [True, True, False, True]
+
+
+def _branch(block, x):
+    """The residual branch before the attention slot, written out by hand."""
+    out = F.relu(block.bn1(block.conv1(x)))
+    return block.bn2(block.conv2(out))
+
+
+@pytest.mark.parametrize("stride, c_in", [(1, 8), (2, 4)])
+def test_attention_slot_position(stride, c_in):
+    torch.manual_seed(0)
+    block = BasicBlock(c_in, 8, stride).eval()
+    x = torch.randn(2, c_in, 8, 8)
+    assert isinstance(block.attention, nn.Identity)
+    # The slot's output is added to the shortcut: with a slot that zeroes its input, only
+    # the shortcut remains.
+    block.attention = Zeros()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), F.relu(block.shortcut(x)))
+        # With a slot that doubles its input, the branch counts twice.
+        block.attention = Double()
+        torch.testing.assert_close(block(x), F.relu(2 * _branch(block, x) + block.shortcut(x)))
+
+
+def test_attention_input_is_bn2_output():
+    torch.manual_seed(0)
+    block = BasicBlock(8, 8, attention="se", attention_kwargs={"reduction": 4}).eval()
+    seen = {}
+    block.bn2.register_forward_hook(lambda m, i, o: seen.__setitem__("bn2", o.clone()))
+    block.attention.register_forward_hook(
+        lambda m, i, o: seen.update(att_in=i[0].clone(), att_out=o.clone())
+    )
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        y = block(x)
+    torch.testing.assert_close(seen["att_in"], seen["bn2"])
+    torch.testing.assert_close(y, F.relu(seen["att_out"] + x))
+    assert not torch.allclose(seen["att_out"], seen["att_in"])  # SE changed something
+
+
+def _conv_bn(c_in, c_out, k):
+    return c_in * c_out * k * k + 2 * c_out
+
+
+def _se(c, r):
+    return 2 * c * (c // r) + c // r + c
+
+
+def _expected_parameters(widths, depths, in_channels, num_classes, se_reduction=None):
+    """Closed-form parameter count of ResNet (BatchNorm: weight and bias per channel)."""
+    total = _conv_bn(in_channels, widths[0], 3)
+    c = widths[0]
+    for i, (w, d) in enumerate(zip(widths, depths)):
+        for j in range(d):
+            stride = 2 if i > 0 and j == 0 else 1
+            total += _conv_bn(c, w, 3) + _conv_bn(w, w, 3)
+            if stride != 1 or c != w:
+                total += _conv_bn(c, w, 1)
+            if se_reduction is not None:
+                total += _se(w, se_reduction)
+            c = w
+    return total + c * num_classes + num_classes
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_plain_parameter_count():
+    assert count(ResNet()) == _expected_parameters((16, 32, 64), (1, 1, 1), 1, 10)
+    # Hand computation of the default: stem 144+32; block 16->16: 2*(2304+32); block 16->32:
+    # 4608+64 + 9216+64 + 512+64; block 32->64: 18432+128 + 36864+128 + 2048+128; fc 650.
+    assert count(ResNet()) == 176 + 4672 + 14528 + 57728 + 650
+    assert count(ResNet(widths=(8, 16), depths=(2, 3), in_channels=3, num_classes=4)) == \
+        _expected_parameters((8, 16), (2, 3), 3, 4)
+
+
+@pytest.mark.parametrize("reduction", [4, 8, 16])
+def test_se_resnet(reduction):
+    model = ResNet("se", reduction=reduction)
+    assert len(blocks(model)) == 3
+    for block, width in zip(blocks(model), (16, 32, 64)):
+        assert isinstance(block.attention, SqueezeExcite)
+        assert block.attention.fc1.out_features == width // reduction
+    assert count(model) == _expected_parameters((16, 32, 64), (1, 1, 1), 1, 10, se_reduction=reduction)
+    assert count(model) - count(ResNet()) == sum(_se(w, reduction) for w in (16, 32, 64))
+
+
+def test_se_in_every_block_of_a_deeper_net():
+    model = ResNet("se", widths=(8, 16, 32), depths=(2, 2, 2), reduction=2)
+    assert len(blocks(model)) == 6
+    assert all(isinstance(b.attention, SqueezeExcite) for b in blocks(model))
+
+
+def test_callable_attention_gets_channels_and_kwargs():
+    calls = []
+
+    def factory(channels, **kwargs):
+        calls.append((channels, kwargs))
+        return nn.Identity()
+
+    ResNet(factory, widths=(4, 8), depths=(1, 2), scale=3)
+    assert calls == [(4, {"scale": 3}), (8, {"scale": 3}), (8, {"scale": 3})]
+
+
+def test_recorder_records_gates_per_block():
+    torch.manual_seed(0)
+    model = ResNet("se", reduction=4).eval()
+    x = torch.randn(5, 1, 32, 32)
+    inputs = {}
+    for i, block in enumerate(blocks(model)):
+        block.attention.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
+    with AttentionRecorder(model) as recorder, torch.no_grad():
+        model(x)
+        model(x[:2])
+    gates = recorder.stacked()
+    names = [f"stages.{i}.0.attention.gate" for i in range(3)]
+    assert list(gates) == names
+    for i, (name, width) in enumerate(zip(names, (16, 32, 64))):
+        assert len(recorder.records[name]) == 2
+        assert gates[name].shape == (7, width)
+        assert ((gates[name] >= 0) & (gates[name] <= 1)).all()
+        # The recorded gate is the one SE applies: output / input, channel-wise (last call: x[:2]).
+        se = blocks(model)[i].attention
+        z = inputs[i].mean(dim=(2, 3))
+        expected = torch.sigmoid(F.linear(F.relu(F.linear(z, se.fc1.weight, se.fc1.bias)), se.fc2.weight, se.fc2.bias))
+        torch.testing.assert_close(gates[name][5:], expected)
+
+
+def test_recorder_removes_hooks_on_exit():
+    model = ResNet("se", reduction=4)
+    gates = [m for n, m in model.named_modules() if n.endswith("gate")]
+    with AttentionRecorder(model) as recorder:
+        assert all(len(g._forward_hooks) == 1 for g in gates)
+    assert all(len(g._forward_hooks) == 0 for g in gates)
+    with torch.no_grad():
+        model(torch.randn(2, 1, 32, 32))
+    assert recorder.stacked() == {}  # nothing recorded after exit
+    # Hooks are also removed when the block raises.
+    with pytest.raises(RuntimeError), AttentionRecorder(model):
+        raise RuntimeError("boom")
+    assert all(len(g._forward_hooks) == 0 for g in gates)
+
+
+def test_recorder_other_names():
+    model = ResNet("se", reduction=4)
+    recorder = AttentionRecorder(model, names=("fc1",))
+    assert list(recorder.modules) == [f"stages.{i}.0.attention.fc1" for i in range(3)]
+
+
+def test_recorder_errors():
+    with pytest.raises(ValueError, match="no submodule named gate: is its attention slot empty"):
+        AttentionRecorder(ResNet())
+    with pytest.raises(TypeError, match="needs an nn.Module, got str"):
+        AttentionRecorder("model")
+
+
+def test_bad_attention_argument():
+    with pytest.raises(TypeError, match="attention must be None, a registered name .* got int"):
+        ResNet(attention=3)
+    with pytest.raises(ValueError, match="Unknown attention 'nope'. Valid names: .*se"):
+        ResNet(attention="nope")
+    with pytest.raises(ValueError, match=r"widths \(16, 32\) and depths \(1,\) need the same"):
+        ResNet(widths=(16, 32), depths=(1,))
+    with pytest.raises(ValueError, match="need the same, non-zero length"):
+        ResNet(widths=(), depths=())
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32), (2, 3, 32, 32), (2, 1, 1, 32, 32)])
+def test_bad_input_shape(shape):
+    model = ResNet()
+    with pytest.raises(ValueError, match=r"ResNet expects images of shape \(B, 1, H, W\), got"):
+        model(torch.randn(shape))
+
+
+def test_eval_mode_restores_mode():
+    model = ResNet()
+    model.train()
+    with eval_mode(model) as m:
+        assert m is model and not model.training
+        assert not any(sub.training for sub in model.modules())
+    assert model.training and all(sub.training for sub in model.modules())
+    model.eval()
+    with eval_mode(model):
+        assert not model.training
+    assert not model.training
+    model.train()
+    with pytest.raises(KeyError), eval_mode(model):
+        raise KeyError("restored even after an error")
+    assert model.training

@@ -1,0 +1,153 @@
+"""Tests of attn_course.train: seeding, device choice, fit and evaluate."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from attn_course.train import History, evaluate, fit, get_device, set_seed
+
+
+def tiny_problem(seed=0, n=96, d=6, k=3):
+    """A learnable problem: the label is the argmax of a fixed linear map of the input."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x @ torch.randn(d, k, generator=g)).argmax(1)
+    return x, y
+
+
+def loaders(seed=0, batch_size=16):
+    x, y = tiny_problem()
+    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))
+    test = DataLoader(TensorDataset(x, y), batch_size=50)
+    return train, test
+
+
+def small_net():
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3))
+
+
+def test_set_seed_seeds_python_numpy_and_torch():
+    set_seed(3)
+    a = (random.random(), np.random.rand(), torch.rand(2))
+    set_seed(3)
+    b = (random.random(), np.random.rand(), torch.rand(2))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    set_seed(4)
+    c = (random.random(), np.random.rand(), torch.rand(2))
+    assert a[0] != c[0] and a[1] != c[1] and not torch.equal(a[2], c[2])
+
+
+def train_weights(seed):
+    set_seed(seed)
+    model = small_net()  # initialisation and dropout draw from the seeded generator
+    train, _ = loaders(seed)
+    fit(model, train, epochs=2, device="cpu", progress=False)
+    return model.state_dict()
+
+
+def test_fit_is_deterministic_given_the_seed():
+    a, b, c = train_weights(0), train_weights(0), train_weights(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_get_device(monkeypatch):
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device("meta") == torch.device("meta")  # prefer wins, whatever is available
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert get_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device() == torch.device("cuda")  # CUDA before MPS
+    assert get_device("cpu") == torch.device("cpu")
+
+
+def test_get_device_matches_this_machine():
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert get_device().type == expected
+
+
+def test_fit_history_and_learning():
+    set_seed(0)
+    model = small_net()
+    train, test = loaders()
+    before = evaluate(model, test)
+    history = fit(model, train, test, epochs=8, lr=3e-2, device="cpu", progress=False)
+    assert isinstance(history, History)
+    assert len(history.train_loss) == len(history.train_accuracy) == len(history.test_accuracy) == 8
+    assert history.seconds > 0
+    assert history.final_test_accuracy == history.test_accuracy[-1]
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert history.test_accuracy[-1] > max(before, 0.8)
+    assert all(0 <= a <= 1 for a in history.train_accuracy + history.test_accuracy)
+
+
+def test_fit_without_test_loader():
+    set_seed(0)
+    train, _ = loaders()
+    history = fit(small_net(), train, epochs=2, device="cpu", progress=False)
+    assert len(history.train_loss) == 2 and history.test_accuracy == []
+    assert math.isnan(history.final_test_accuracy)
+
+
+def test_fit_custom_loss_is_used():
+    calls = []
+
+    def loss_fn(logits, targets):
+        calls.append(len(targets))
+        return nn.functional.cross_entropy(logits, targets)
+
+    set_seed(0)
+    train, _ = loaders(batch_size=32)
+    fit(small_net(), train, epochs=2, device="cpu", loss_fn=loss_fn, progress=False)
+    assert calls == [32, 32, 32] * 2
+
+
+@pytest.mark.parametrize("epochs", [0, -1])
+def test_fit_rejects_no_epochs(epochs):
+    train, _ = loaders()
+    with pytest.raises(ValueError, match=f"epochs must be at least 1, got {epochs}"):
+        fit(small_net(), train, epochs=epochs, progress=False)
+
+
+def test_evaluate_matches_manual_accuracy():
+    set_seed(1)
+    model = small_net().train()
+    x, y = tiny_problem(seed=2, n=53)
+    loader = DataLoader(TensorDataset(x, y), batch_size=10)  # last batch is smaller
+    model.eval()
+    with torch.no_grad():
+        manual = sum(int(model(x[i : i + 1]).argmax(1).item() == y[i].item()) for i in range(53)) / 53
+    model.train()
+    assert evaluate(model, loader) == pytest.approx(manual)
+    assert model.training  # mode restored
+    assert 0 < manual < 1  # an untrained net is neither all right nor all wrong here
+
+
+def test_evaluate_dense_targets():
+    class PerPixel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x)  # (B, 3, H, W)
+
+    set_seed(0)
+    model = PerPixel()
+    x = torch.randn(7, 1, 4, 5)
+    y = torch.randint(0, 3, (7, 4, 5))
+    loader = DataLoader(TensorDataset(x, y), batch_size=3)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    manual = sum(int(pred[b, i, j] == y[b, i, j]) for b in range(7) for i in range(4) for j in range(5)) / 140
+    assert evaluate(model, loader) == pytest.approx(manual)
