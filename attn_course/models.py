@@ -55,7 +55,7 @@ class ResNet(nn.Module):
     """A small ResNet for 32 x 32 inputs: a 3x3 stem and one stage per entry of ``widths``.
 
     Stage ``i`` has ``depths[i]`` :class:`BasicBlock` s; every stage after the first halves the
-    resolution. The defaults give 3 stages at 32, 16 and 8 pixels, about 0.2 M parameters.
+    resolution. The defaults give 3 stages at 32, 16 and 8 pixels, 77,754 parameters.
 
     Args:
         attention: None (plain ResNet), a name registered in :mod:`attn_course.attention`, or a
@@ -154,3 +154,67 @@ def eval_mode(model):
         yield model
     finally:
         model.train(was_training)
+
+
+class BatchNormWithAttention(nn.BatchNorm2d):
+    """A BatchNorm2d followed by an attention module: the slot :func:`add_attention` puts into
+    torchvision's residual blocks. Being a BatchNorm2d, it keeps the BN's parameter names, so the
+    block's ``state_dict`` keys are unchanged and ``<bn>.attention.*`` is all that is new."""
+
+    def __init__(self, batch_norm, attention):
+        device = next(iter(batch_norm.state_dict().values())).device  # stay where the BN was
+        super().__init__(batch_norm.num_features, eps=batch_norm.eps, momentum=batch_norm.momentum,
+                         affine=batch_norm.affine, track_running_stats=batch_norm.track_running_stats)
+        self.load_state_dict(batch_norm.state_dict())
+        self.attention = attention
+        self.train(batch_norm.training)
+        self.to(device)
+
+    def forward(self, x):
+        return self.attention(super().forward(x))  # attention after the BN, before the addition
+
+
+def add_attention(model, attention, **attention_kwargs):
+    """Put an attention module into every residual block of a torchvision ResNet, in place.
+
+    As in SE-ResNet (Hu et al. 2018, Fig. 3), the module acts on the residual branch after its
+    last BatchNorm (``bn2`` of a ``BasicBlock``, ``bn3`` of a ``Bottleneck``) and before the
+    addition with the shortcut. That BatchNorm becomes a :class:`BatchNormWithAttention`, so the
+    gates of the first block are recorded at ``model.layer1[0].bn3.attention.gate`` (``bn2`` for
+    ResNet-18/34) and pretrained weights still load by name (``strict=False``: the attention is new).
+
+    Args:
+        model: a ``torchvision.models.ResNet`` (e.g. ``resnet50(weights=None)``).
+        attention: a name registered in :mod:`attn_course.attention`, or a callable
+            ``f(channels, **attention_kwargs)`` returning a module.
+        **attention_kwargs: passed to every attention module, e.g. ``reduction=16``.
+    Returns:
+        ``model``, changed in place.
+    """
+    from torchvision.models import resnet  # imported here: it is slow and only this function needs it
+
+    if not isinstance(attention, str) and not callable(attention):
+        raise TypeError(f"attention must be a registered name such as 'se' or a callable taking channels, "
+                        f"got {type(attention).__name__}.")
+    stages = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
+    if not isinstance(model, nn.Module) or any(stage is None for stage in stages):
+        raise TypeError(f"add_attention expects a torchvision ResNet with stages layer1 to layer4, "
+                        f"got {type(model).__name__}. For the course's small ResNet use ResNet(attention=...).")
+    blocks = [block for stage in stages for block in stage]
+    for block in blocks:
+        if not isinstance(block, (resnet.BasicBlock, resnet.Bottleneck)):
+            raise TypeError(f"add_attention only knows torchvision's BasicBlock and Bottleneck, "
+                            f"found {type(block).__name__}.")
+        if isinstance(getattr(block, _last_batch_norm(block)), BatchNormWithAttention):
+            raise ValueError("this model already has attention in its residual blocks; "
+                             "build a fresh one to try another kind.")
+    for block in blocks:
+        name = _last_batch_norm(block)
+        bn = getattr(block, name)
+        setattr(block, name, BatchNormWithAttention(bn, _make_attention(attention, bn.num_features, attention_kwargs)))
+    return model
+
+
+def _last_batch_norm(block):
+    """Name of the BatchNorm that ends a torchvision block's residual branch."""
+    return "bn3" if hasattr(block, "bn3") else "bn2"  # Bottleneck, BasicBlock
