@@ -6,10 +6,18 @@ submodule named ``gate`` so that one forward hook can record them
 (see :class:`attn_course.models.AttentionRecorder`).
 """
 
+from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .eca import EfficientChannelAttention, eca_kernel_size
+from .gather_excite import GatherExcite
+from .psa import PointwiseSpatialAttention, psa_mask
 from .squeeze_excite import SqueezeExcite
 
 ATTENTION = {
     "se": SqueezeExcite,
+    "psa": PointwiseSpatialAttention,
+    "cbam": CBAM,
+    "eca": EfficientChannelAttention,
+    "ge": GatherExcite,
 }
 
 
@@ -25,4 +33,6 @@ def create_attention(name, channels, **kwargs):
     return ATTENTION[name](channels, **kwargs)
 
 
-__all__ = ["ATTENTION", "create_attention", "SqueezeExcite"]
+__all__ = ["ATTENTION", "create_attention", "SqueezeExcite", "CBAM", "ChannelAttention", "SpatialAttention",
+           "PointwiseSpatialAttention", "psa_mask", "EfficientChannelAttention", "eca_kernel_size",
+           "GatherExcite"]

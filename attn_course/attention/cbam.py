@@ -1,0 +1,143 @@
+"""Convolutional Block Attention Module (CBAM): channel attention ("what"), then spatial ("where").
+
+Woo, Park, Lee and Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
+https://arxiv.org/abs/1807.06521. Official code: https://github.com/Jongchan/attention-module
+(``MODELS/cbam.py``).
+
+Where the official code and the paper's text differ, we follow the code and say so:
+
+- the channel MLP's two fully-connected layers have biases (the paper's Eq. 2 writes only the
+  weights ``W0`` and ``W1``);
+- the spatial descriptor stacks the channel-wise max first, then the mean (the paper's Eq. 3
+  writes ``[AvgPool(F); MaxPool(F)]``); the order only permutes the conv's input channels;
+- the spatial 7 x 7 convolution has no bias and is followed by a BatchNorm (the paper's text
+  names only the convolution). ``batch_norm=False`` gives the text's version, a conv with bias.
+  The official BatchNorm uses ``momentum=0.01``; we keep PyTorch's default 0.1 so that the
+  running statistics settle within the short trainings of this course. The official ResNet
+  also initialises this BatchNorm's scale to 0 (every spatial gate starts at sigmoid(0) = 0.5);
+  we keep PyTorch's default initialisation.
+"""
+
+import torch
+from torch import nn
+
+from ._validate import check_channels, check_input, check_reduction
+
+ORDERS = ("channel-spatial", "spatial-channel")
+
+
+def _check_kernel_size(kernel_size, module_name):
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"{module_name}: kernel_size must be a positive odd int, got {kernel_size!r}.")
+    if kernel_size % 2 == 0:
+        raise ValueError(
+            f"{module_name}: kernel_size must be odd so that padding (k - 1) // 2 keeps H x W, got "
+            f"{kernel_size}. The paper compares 3 and 7 and uses 7."
+        )
+
+
+def _check_any_channels(x, module_name):
+    """Check that ``x`` is a (B, C, H, W) tensor, whatever its C (spatial attention fits every C)."""
+    channels = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else None
+    check_input(x, channels, module_name)
+
+
+class ChannelAttention(nn.Module):
+    """CBAM's channel attention: ``x * sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))`` (Eq. 2).
+
+    Average- and max-pooling over H x W give two descriptors (B, C); ONE shared MLP
+    (Linear C -> C/r, ReLU, Linear C/r -> C, with biases as in the official code) maps each,
+    the two outputs are summed and squashed by a sigmoid into one gate per channel.
+
+    Args:
+        channels: C, the number of input channels.
+        reduction: r, the reduction ratio of the MLP's hidden layer (paper default 16).
+
+    Shapes: (B, C, H, W) -> (B, C, H, W); the gate, recorded by hooks on ``self.gate``, is (B, C).
+    """
+
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        check_channels(channels, "ChannelAttention")
+        check_reduction(channels, reduction, "ChannelAttention")
+        self.channels = channels
+        hidden = channels // reduction
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        check_input(x, self.channels, "ChannelAttention")
+        avg, peak = x.mean(dim=(2, 3)), x.amax(dim=(2, 3))  # (B, C) each
+        s = self.gate(self.mlp(avg) + self.mlp(peak))  # (B, C)
+        return x * s[:, :, None, None]  # (B, C, H, W)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM's spatial attention: ``x * sigmoid(BN(conv_k([max_c(x); mean_c(x)])))`` (Eq. 3).
+
+    Max- and average-pooling over the channels give a two-channel map (B, 2, H, W), in the
+    official order (max, mean); a k x k convolution with padding (k - 1) // 2 maps it to one
+    channel, a BatchNorm normalises it (official code) and a sigmoid gives one gate per position.
+    It has no parameter that depends on C, so it takes no ``channels`` argument.
+
+    Args:
+        kernel_size: k, odd (paper default 7).
+        batch_norm: True (official code): conv without bias, then BatchNorm. False (paper's
+            text): a plain conv with bias.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W); the gate, recorded on ``self.gate``, is (B, 1, H, W).
+    """
+
+    def __init__(self, kernel_size=7, batch_norm=True):
+        super().__init__()
+        _check_kernel_size(kernel_size, "SpatialAttention")
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=not batch_norm)
+        self.bn = nn.BatchNorm2d(1) if batch_norm else nn.Identity()
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        _check_any_channels(x, "SpatialAttention")
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
+        s = self.gate(self.bn(self.conv(pooled)))  # (B, 1, H, W)
+        return x * s  # (B, C, H, W)
+
+
+class CBAM(nn.Module):
+    """CBAM: channel attention, then spatial attention, each refining the previous output (Eq. 1).
+
+    ``order="spatial-channel"`` reverses the two, and ``use_channel`` / ``use_spatial`` switch
+    one off, for the paper's ablations (Table 3 compares the orders and the parallel variant).
+
+    Args:
+        channels: C, the number of input channels.
+        reduction: r of the channel MLP (paper default 16).
+        kernel_size: k of the spatial convolution (paper default 7).
+        order: ``"channel-spatial"`` (the paper's choice) or ``"spatial-channel"``.
+        use_channel, use_spatial: keep the channel / spatial half; at least one must be True.
+        batch_norm: BatchNorm after the spatial conv, as in the official code.
+
+    Shapes: (B, C, H, W) -> (B, C, H, W). Gates: ``self.channel.gate`` (B, C) and
+    ``self.spatial.gate`` (B, 1, H, W); a half that is switched off is an ``nn.Identity``.
+    """
+
+    def __init__(self, channels, reduction=16, kernel_size=7, order="channel-spatial",
+                 use_channel=True, use_spatial=True, batch_norm=True):
+        super().__init__()
+        check_channels(channels, "CBAM")
+        if order not in ORDERS:
+            raise ValueError(f"CBAM: order must be one of {ORDERS}, got {order!r}.")
+        if not (use_channel or use_spatial):
+            raise ValueError(
+                "CBAM: use_channel and use_spatial are both False, which leaves no attention. "
+                "For a network without attention use ResNet(attention=None)."
+            )
+        self.channels, self.order = channels, order
+        self.channel = ChannelAttention(channels, reduction) if use_channel else nn.Identity()
+        self.spatial = SpatialAttention(kernel_size, batch_norm) if use_spatial else nn.Identity()
+
+    def forward(self, x):
+        check_input(x, self.channels, "CBAM")
+        if self.order == "channel-spatial":
+            return self.spatial(self.channel(x))  # (B, C, H, W)
+        return self.channel(self.spatial(x))  # (B, C, H, W)
