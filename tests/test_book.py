@@ -95,3 +95,12 @@ def test_notebook_frame(path):
             assert "hide-input" in cell.metadata.get("tags", []), f"{path.name}: solutions must be hidden"
     assert any("report.passed" in s for s in sources), f"{path.name}: no exercise is graded by the checker"
     assert any("## References" in s for s in sources if s), f"{path.name} has no references"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_no_bibliography_directive(path):
+    # book/references.md holds the one bibliography; a second one in a chapter makes Sphinx warn
+    # "duplicate citation" for every key both list, which fails the -W build. Chapters cite with
+    # {cite} (linking to that page) and list their papers in plain Markdown for Colab readers.
+    nb = nbformat.read(path, as_version=4)
+    assert not any("{bibliography}" in c.source for c in nb.cells)
