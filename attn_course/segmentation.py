@@ -1,0 +1,118 @@
+"""Semantic segmentation of Cluttered Digits: a small network with an attention head, loaders, scores.
+
+Every pixel gets one of 11 classes: 0 for background and clutter, ``d + 1`` on the ink of the
+digit ``d`` (:meth:`attn_course.data.ClutteredDigits.segmentation_targets`). Telling the digit
+from clutter made of fragments of other digits, and naming it, both need context from beyond
+a pixel's neighbourhood: the setting of PSANet (Zhao et al., ECCV 2018).
+
+:func:`attn_course.train.fit` trains these networks as they are: its default loss, cross-entropy,
+takes logits (B, K, H, W) and targets (B, H, W), and its accuracy is then per pixel.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .data import make_cluttered_digits
+from .metrics import mean_iou
+from .models import BasicBlock, _make_attention
+
+NUM_CLASSES = 11  # background (with clutter) + 10 digits
+
+
+class SegmentationNet(nn.Module):
+    """A small encoder-decoder: context at stride 4, an optional attention there, detail at stride 2.
+
+    Encoder: a 3x3 stem at full resolution and two residual :class:`~attn_course.models.BasicBlock`
+    s at strides 2 and 4 (16 x 16 and 8 x 8 for 32 x 32 images). The attention ``head`` works on
+    the stride-4 features, where PSA's maps are small (8 x 8 gives (2*8-1)^2 = 225 offsets per
+    position, against 3969 at 32 x 32). Decoder: the head's output, upsampled to stride 2, is
+    concatenated with the stride-2 features, a 1x1 conv gives the class scores, and bilinear
+    upsampling brings them to the input size.
+
+    Args:
+        attention: None (no head), a name registered in :mod:`attn_course.attention` such as
+            ``"psa"``, or a callable ``f(channels, **attention_kwargs)`` returning a module.
+        widths: channels of the stem, the stride-2 block and the stride-4 block.
+        num_classes: classes per pixel (11 for Cluttered Digits).
+        in_channels: image channels.
+        **attention_kwargs: passed to the attention, e.g. ``reduction=4, feature_size=8``.
+
+    Shapes: (B, in_channels, H, W) -> logits (B, num_classes, H, W); H and W divisible by 4.
+    """
+
+    def __init__(self, attention=None, widths=(16, 32, 64), num_classes=NUM_CLASSES, in_channels=1,
+                 **attention_kwargs):
+        super().__init__()
+        if len(widths) != 3:
+            raise ValueError(f"widths must give 3 numbers (stem, stride 2, stride 4), got {widths!r}.")
+        self.in_channels = in_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
+        self.down1 = BasicBlock(widths[0], widths[1], stride=2)
+        self.down2 = BasicBlock(widths[1], widths[2], stride=2)
+        self.head = _make_attention(attention, widths[2], attention_kwargs)
+        self.classifier = nn.Conv2d(widths[2] + widths[1], num_classes, 1)
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] % 4 or x.shape[3] % 4:
+            raise ValueError(
+                f"SegmentationNet expects images (B, {self.in_channels}, H, W) with H and W divisible "
+                f"by 4, got {tuple(x.shape)}."
+            )
+        detail = self.down1(self.stem(x))  # (B, C1, H/2, W/2)
+        context = self.head(self.down2(detail))  # (B, C2, H/4, W/4)
+        context = F.interpolate(context, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.classifier(torch.cat([context, detail], 1))  # (B, K, H/2, W/2)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, H, W)
+
+
+def segmentation_dataset(n, split="train", seed=0, **data_kwargs):
+    """A :class:`~torch.utils.data.TensorDataset` of (images (N, 1, H, W), targets (N, H, W))."""
+    data = make_cluttered_digits(n, split, seed=seed, **data_kwargs)
+    return TensorDataset(data.images, data.segmentation_targets())
+
+
+def make_segmentation_loaders(n_train=4000, n_test=1000, batch_size=128, seed=0, **data_kwargs):
+    """Train and test loaders of (image, per-pixel target) over fresh Cluttered Digits.
+
+    The same samples as :func:`attn_course.data.make_loaders` with the same arguments, with
+    targets from :meth:`~attn_course.data.ClutteredDigits.segmentation_targets`; the train loader
+    shuffles with a generator seeded from ``seed``.
+    """
+    train = segmentation_dataset(n_train, "train", seed, **data_kwargs)
+    test = segmentation_dataset(n_test, "test", seed, **data_kwargs)
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator),
+        DataLoader(test, batch_size=512, shuffle=False),
+    )
+
+
+@torch.no_grad()
+def predict_masks(model, loader, device=None):
+    """The predicted class of every pixel, (N, H, W), and the targets, (N, H, W), over ``loader``."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds, targets = [], []
+    for images, target in loader:
+        preds.append(model(images.to(device)).argmax(1).cpu())
+        targets.append(target)
+    model.train(was_training)
+    return torch.cat(preds), torch.cat(targets)
+
+
+def segmentation_scores(model, loader, num_classes=NUM_CLASSES, device=None):
+    """``{"mIoU": ..., "pixel accuracy": ...}`` of ``model`` over ``loader``, floats in [0, 1]."""
+    pred, target = predict_masks(model, loader, device)
+    return {
+        "mIoU": mean_iou(pred, target, num_classes),
+        "pixel accuracy": (pred == target).float().mean().item(),
+    }
+
+
+__all__ = ["NUM_CLASSES", "SegmentationNet", "segmentation_dataset", "make_segmentation_loaders",
+           "predict_masks", "segmentation_scores"]
