@@ -51,8 +51,13 @@ class ClutteredDigits(Dataset):
 
 
 @lru_cache(maxsize=8)
-def _glyph_pools(scale):
-    """Upscaled glyphs (float32 in [0, 1]) and labels, split into 'train' and 'test' pools."""
+def glyph_pools(scale=2):
+    """The glyph pools: ``{"train": (glyphs, labels), "test": (glyphs, labels)}``.
+
+    Glyphs are the 8 x 8 digits upscaled by ``scale`` (float32 arrays in [0, 1]); the split is
+    stratified by class and fixed by ``SPLIT_SEED``, so it is the same for every user seed.
+    The result is cached: treat the arrays as read-only.
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -113,7 +118,7 @@ def make_cluttered_digits(
         A :class:`ClutteredDigits` data set.
     """
     _check_arguments(n, split, canvas_size, scale, n_clutter, fragment_size)
-    glyphs, glyph_labels = _glyph_pools(scale)[split]
+    glyphs, glyph_labels = glyph_pools(scale)[split]
     # Different streams for train and test, so seed=0 gives unrelated samples in each split.
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     digit_size = GLYPH_SIZE * scale

@@ -14,7 +14,7 @@ from torch import nn
 from .attention import create_attention
 
 
-def _make_attention(attention, channels, attention_kwargs):
+def make_attention(attention, channels, attention_kwargs):
     """Resolve the ``attention`` argument: None, a registered name, or a callable ``f(channels)``."""
     if attention is None:
         return nn.Identity()
@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.attention = _make_attention(attention, out_channels, attention_kwargs or {})
+        self.attention = make_attention(attention, out_channels, attention_kwargs or {})
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
@@ -211,7 +211,7 @@ def add_attention(model, attention, **attention_kwargs):
     for block in blocks:
         name = _last_batch_norm(block)
         bn = getattr(block, name)
-        setattr(block, name, BatchNormWithAttention(bn, _make_attention(attention, bn.num_features, attention_kwargs)))
+        setattr(block, name, BatchNormWithAttention(bn, make_attention(attention, bn.num_features, attention_kwargs)))
     return model
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .data import make_cluttered_digits
 from .metrics import mean_iou
-from .models import BasicBlock, _make_attention
+from .models import BasicBlock, make_attention
 
 NUM_CLASSES = 11  # background (with clutter) + 10 digits
 
@@ -53,7 +53,7 @@ class SegmentationNet(nn.Module):
         )
         self.down1 = BasicBlock(widths[0], widths[1], stride=2)
         self.down2 = BasicBlock(widths[1], widths[2], stride=2)
-        self.head = _make_attention(attention, widths[2], attention_kwargs)
+        self.head = make_attention(attention, widths[2], attention_kwargs)
         self.classifier = nn.Conv2d(widths[2] + widths[1], num_classes, 1)
 
     def forward(self, x):

@@ -10,7 +10,7 @@ from attn_course.data import (
     GLYPH_SIZE,
     INK_THRESHOLD,
     TEST_FRACTION,
-    _glyph_pools,
+    glyph_pools,
     make_cluttered_digits,
     make_loaders,
 )
@@ -101,7 +101,7 @@ def _matching_glyphs(pool, image, box, label):
 
 
 def test_box_content_is_a_glyph_of_the_right_class(clean):
-    pool = _glyph_pools(2)["train"]
+    pool = glyph_pools(2)["train"]
     for i in range(20):
         label = clean.labels[i].item()
         assert _matching_glyphs(pool, clean.images[i], clean.boxes[i], label), \
@@ -110,7 +110,7 @@ def test_box_content_is_a_glyph_of_the_right_class(clean):
 
 def test_test_split_draws_digits_from_test_glyphs():
     test = make_cluttered_digits(20, "test", seed=0, n_clutter=0)
-    pools = _glyph_pools(2)
+    pools = glyph_pools(2)
     for i in range(20):
         args = (test.images[i], test.boxes[i], test.labels[i].item())
         assert _matching_glyphs(pools["test"], *args) and not _matching_glyphs(pools["train"], *args)
@@ -128,7 +128,7 @@ def test_deterministic_from_seed():
 
 
 def test_train_and_test_pools_are_disjoint():
-    pools = _glyph_pools(2)
+    pools = glyph_pools(2)
     train, test = pools["train"][0], pools["test"][0]
     assert len(train) + len(test) == 1797  # every sklearn digit is in exactly one pool
     train_bytes = {g.tobytes() for g in train}
@@ -142,9 +142,9 @@ def test_train_and_test_pools_are_disjoint():
 
 def test_split_seed_is_independent_of_user_seed():
     # The pool split is cached and fixed; generating data with any seed does not change it.
-    before = _glyph_pools(2)["test"][0].copy()
+    before = glyph_pools(2)["test"][0].copy()
     make_cluttered_digits(5, "test", seed=123)
-    assert np.array_equal(_glyph_pools(2)["test"][0], before)
+    assert np.array_equal(glyph_pools(2)["test"][0], before)
 
 
 def test_generation_is_fast():
