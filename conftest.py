@@ -2,6 +2,8 @@
 
 from collections import defaultdict
 
+import pytest
+
 BUDGET_SECONDS = 60
 _notebook_seconds = defaultdict(float)
 
@@ -12,6 +14,7 @@ def pytest_runtest_logreport(report):
         _notebook_seconds[path] += report.duration  # setup (kernel start), call and teardown
 
 
+@pytest.hookimpl(trylast=True)  # after the --durations list, so it is the last thing printed
 def pytest_terminal_summary(terminalreporter):
     if not _notebook_seconds:
         return
