@@ -104,3 +104,13 @@ def test_notebook_has_no_bibliography_directive(path):
     # {cite} (linking to that page) and list their papers in plain Markdown for Colab readers.
     nb = nbformat.read(path, as_version=4)
     assert not any("{bibliography}" in c.source for c in nb.cells)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_checks_some_output_and_stores_it(path):
+    # nbval --nbval-lax compares only the cells marked NBVAL_CHECK_OUTPUT, against the outputs
+    # stored in the notebook: each chapter has at least one, and its stored output is not empty.
+    nb = nbformat.read(path, as_version=4)
+    checked = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert checked, f"{path.name} has no cell marked # NBVAL_CHECK_OUTPUT"
+    assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no stored output to compare"
