@@ -25,7 +25,10 @@ def check_reduction(channels, reduction, module_name):
 
 
 def check_input(x, channels, module_name):
-    """Raise a ValueError unless ``x`` is a (B, C, H, W) tensor with the module's C."""
+    """Raise a ValueError unless ``x`` is a (B, C, H, W) tensor with the module's C.
+
+    ``channels=None`` accepts any C, for modules with no channel-dependent weights.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{module_name} expects a torch.Tensor, got {type(x).__name__}.")
     if x.dim() != 4:
@@ -33,7 +36,7 @@ def check_input(x, channels, module_name):
             f"{module_name} expects a 4-D tensor (B, C, H, W), got {x.dim()}-D with shape "
             f"{tuple(x.shape)}. Add a batch dimension with x.unsqueeze(0) for a single image."
         )
-    if x.shape[1] != channels:
+    if channels is not None and x.shape[1] != channels:
         raise ValueError(
             f"{module_name} was built for {channels} channels but the input has {x.shape[1]} "
             f"(shape {tuple(x.shape)}). Build it with channels={x.shape[1]}, or feed it the "

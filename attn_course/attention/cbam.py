@@ -36,12 +36,6 @@ def _check_kernel_size(kernel_size, module_name):
         )
 
 
-def _check_any_channels(x, module_name):
-    """Check that ``x`` is a (B, C, H, W) tensor, whatever its C (spatial attention fits every C)."""
-    channels = x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else None
-    check_input(x, channels, module_name)
-
-
 class ChannelAttention(nn.Module):
     """CBAM's channel attention: ``x * sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))`` (Eq. 2).
 
@@ -97,7 +91,7 @@ class SpatialAttention(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x):
-        _check_any_channels(x, "SpatialAttention")
+        check_input(x, None, "SpatialAttention")  # any C: no weight depends on it
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
         s = self.gate(self.bn(self.conv(pooled)))  # (B, 1, H, W)
         return x * s  # (B, C, H, W)
