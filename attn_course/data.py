@@ -180,6 +180,11 @@ def make_loaders(n_train=4000, n_test=1000, batch_size=128, seed=0, **data_kwarg
     """
     train = make_cluttered_digits(n_train, "train", seed=seed, **data_kwargs)
     test = make_cluttered_digits(n_test, "test", seed=seed, **data_kwargs)
+    return loaders_for(train, test, batch_size, seed)
+
+
+def loaders_for(train, test, batch_size=128, seed=0):
+    """Loaders over two data sets: ``train`` shuffled by a generator seeded from ``seed``, ``test`` in order."""
     generator = torch.Generator().manual_seed(seed)
     return (
         DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator),

@@ -12,11 +12,11 @@ takes logits (B, K, H, W) and targets (B, H, W), and its accuracy is then per pi
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from .data import make_cluttered_digits
+from .data import loaders_for, make_cluttered_digits
 from .metrics import mean_iou
-from .models import BasicBlock, make_attention
+from .models import BasicBlock, eval_mode, make_attention
 
 NUM_CLASSES = 11  # background (with clutter) + 10 digits
 
@@ -84,24 +84,18 @@ def make_segmentation_loaders(n_train=4000, n_test=1000, batch_size=128, seed=0,
     """
     train = segmentation_dataset(n_train, "train", seed, **data_kwargs)
     test = segmentation_dataset(n_test, "test", seed, **data_kwargs)
-    generator = torch.Generator().manual_seed(seed)
-    return (
-        DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator),
-        DataLoader(test, batch_size=512, shuffle=False),
-    )
+    return loaders_for(train, test, batch_size, seed)
 
 
 @torch.no_grad()
 def predict_masks(model, loader, device=None):
     """The predicted class of every pixel, (N, H, W), and the targets, (N, H, W), over ``loader``."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     preds, targets = [], []
-    for images, target in loader:
-        preds.append(model(images.to(device)).argmax(1).cpu())
-        targets.append(target)
-    model.train(was_training)
+    with eval_mode(model):
+        for images, target in loader:
+            preds.append(model(images.to(device)).argmax(1).cpu())
+            targets.append(target)
     return torch.cat(preds), torch.cat(targets)
 
 

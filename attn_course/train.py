@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .models import eval_mode
+
 
 def set_seed(seed=0):
     """Seed Python, NumPy and PyTorch (CPU and every GPU) from one number."""
@@ -46,14 +48,12 @@ class History:
 def evaluate(model, loader, device=None):
     """Accuracy of ``model`` over ``loader`` (a float in [0, 1]); per pixel for dense targets."""
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     correct = total = 0
-    for images, labels in loader:
-        logits = model(images.to(device))
-        correct += (logits.argmax(1).cpu() == labels).float().mean().item() * len(labels)
-        total += len(labels)
-    model.train(was_training)
+    with eval_mode(model):
+        for images, labels in loader:
+            logits = model(images.to(device))
+            correct += (logits.argmax(1).cpu() == labels).float().mean().item() * len(labels)
+            total += len(labels)
     return correct / total
 
 
