@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import eval_mode
+from .models import eval_mode, model_device
 
 
 def count_parameters(model, trainable_only=False):
@@ -23,7 +23,7 @@ def count_flops(model, input_shape):
     The counter counts matrix multiplications and convolutions (2 FLOPs per multiply-add);
     element-wise work such as sigmoids, pooling and the gating product is not counted.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = torch.zeros(input_shape, device=device)
     with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
@@ -45,7 +45,7 @@ def latency(model, input_shape, warmup=5, repeats=20):
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}.")
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = torch.randn(input_shape, device=device)
     times = []
     with eval_mode(model), torch.no_grad():
@@ -57,6 +57,38 @@ def latency(model, input_shape, warmup=5, repeats=20):
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def training_step_times(models, input_shape, num_classes=10, repeats=20, warmup=3, lr=1e-3):
+    """Median seconds of one training step (forward, backward, AdamW update) of each model.
+
+    ``models`` maps names to modules returning logits (B, ``num_classes``). The models are timed
+    in turns, step by step (model A, B, C, A, B, C, ...), so that a change in the machine's load
+    touches every model alike and their ratios stay meaningful. Returns a dict name -> seconds.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(input_shape, generator=generator)
+    y = torch.randint(0, num_classes, (input_shape[0],), generator=generator)
+    setups = {}
+    for name, model in models.items():
+        device = model_device(model)
+        model.train()
+        setups[name] = (model, torch.optim.AdamW(model.parameters(), lr=lr), x.to(device), y.to(device), device)
+    times = {name: [] for name in models}
+    for i in range(warmup + repeats):
+        for name, (model, optimizer, inputs, targets, device) in setups.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _synchronize(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def cost_table(models, input_shape, warmup=5, repeats=20):

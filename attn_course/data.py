@@ -79,29 +79,37 @@ def glyph_pools(scale=2):
     }
 
 
-def _check_arguments(n, split, canvas_size, scale, n_clutter, fragment_size):
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_arguments(n, split, canvas_size, scale, n_clutter, fragment_size, ink, noise, seed):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer number of samples, got {n!r}.")
-    if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer upscaling factor, got {scale!r}.")
+    for name, value, minimum in (("n", n, 1), ("canvas_size", canvas_size, 1), ("scale", scale, 1),
+                                 ("n_clutter", n_clutter, 0), ("fragment_size", fragment_size, 0)):
+        if not _is_int(value) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
     digit_size = GLYPH_SIZE * scale
     if canvas_size < digit_size:
         raise ValueError(
             f"canvas_size={canvas_size} is smaller than the digit ({GLYPH_SIZE} px x scale {scale}"
             f" = {digit_size} px). Use canvas_size >= {digit_size}, or a smaller scale."
         )
-    if n_clutter < 0:
-        raise ValueError(f"n_clutter must be 0 or more, got {n_clutter}.")
     if not 1 <= fragment_size <= digit_size:
         raise ValueError(
             f"fragment_size must be between 1 and the digit size ({digit_size} px), got {fragment_size}."
         )
+    if isinstance(ink, bool) or not isinstance(ink, (int, float)) or not 0 < ink <= 1:
+        raise ValueError(f"ink must be a number in (0, 1], the brightness of the digit's strokes, got {ink!r}.")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise ValueError(f"noise must be a number >= 0, the standard deviation of the pixel noise, got {noise!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
 
 
 def make_cluttered_digits(
-    n, split="train", canvas_size=32, scale=2, n_clutter=6, fragment_size=6, seed=0
+    n, split="train", canvas_size=32, scale=2, n_clutter=6, fragment_size=6, ink=1.0, noise=0.0, seed=0
 ):
     """Generate ``n`` Cluttered Digits samples, deterministically from ``seed``.
 
@@ -112,24 +120,29 @@ def make_cluttered_digits(
         scale: integer upscaling of the 8 x 8 glyphs (the digit is ``8 * scale`` pixels wide).
         n_clutter: number of clutter fragments per image; they never overlap the digit's box.
         fragment_size: side of each square clutter fragment, cut from another glyph.
-        seed: seed of the positions, digits and fragments.
+        ink: brightness of the target digit's strokes (the clutter keeps full brightness); below 1
+            the digit is fainter than the fragments around it.
+        noise: standard deviation of Gaussian pixel noise added last, then clipped to [0, 1].
+        seed: seed of the positions, digits, fragments and noise.
 
     Returns:
         A :class:`ClutteredDigits` data set.
     """
-    _check_arguments(n, split, canvas_size, scale, n_clutter, fragment_size)
+    _check_arguments(n, split, canvas_size, scale, n_clutter, fragment_size, ink, noise, seed)
+    sizes = (n, canvas_size, scale, n_clutter, fragment_size, seed)
+    n, canvas_size, scale, n_clutter, fragment_size, seed = map(int, sizes)  # numpy ints too
     glyphs, glyph_labels = glyph_pools(scale)[split]
     # Different streams for train and test, so seed=0 gives unrelated samples in each split.
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     digit_size = GLYPH_SIZE * scale
-    ink = glyphs >= INK_THRESHOLD  # (G, d, d)
+    ink_mask = glyphs >= INK_THRESHOLD  # (G, d, d)
 
     chosen = rng.integers(0, len(glyphs), size=n)
     tops = rng.integers(0, canvas_size - digit_size + 1, size=n)
     lefts = rng.integers(0, canvas_size - digit_size + 1, size=n)
 
     # Tight box of each glyph's ink inside its d x d square, then moved onto the canvas.
-    rows_with_ink, cols_with_ink = ink.any(axis=2), ink.any(axis=1)  # (G, d) each
+    rows_with_ink, cols_with_ink = ink_mask.any(axis=2), ink_mask.any(axis=1)  # (G, d) each
     first_row, last_row = rows_with_ink.argmax(1), digit_size - rows_with_ink[:, ::-1].argmax(1)
     first_col, last_col = cols_with_ink.argmax(1), digit_size - cols_with_ink[:, ::-1].argmax(1)
     boxes = np.stack(
@@ -157,12 +170,15 @@ def make_cluttered_digits(
     f = fragment_size
     for i in range(n):
         t, l, g = tops[i], lefts[i], chosen[i]
-        images[i, t : t + digit_size, l : l + digit_size] = glyphs[g]
-        masks[i, t : t + digit_size, l : l + digit_size] = ink[g]
+        images[i, t : t + digit_size, l : l + digit_size] = glyphs[g] * ink
+        masks[i, t : t + digit_size, l : l + digit_size] = ink_mask[g]
         for k in np.flatnonzero(placed[i]):
             (y, x), (oy, ox) = frag_pos[i, k], frag_offset[i, k]
             patch = glyphs[frag_glyph[i, k], oy : oy + f, ox : ox + f]
             np.maximum(images[i, y : y + f, x : x + f], patch, out=images[i, y : y + f, x : x + f])
+
+    if noise > 0:  # drawn last, so that noise=0 gives exactly the images of earlier versions
+        images = np.clip(images + rng.normal(0.0, noise, size=images.shape).astype(np.float32), 0.0, 1.0)
 
     return ClutteredDigits(
         images=torch.from_numpy(images)[:, None],
@@ -184,9 +200,14 @@ def make_loaders(n_train=4000, n_test=1000, batch_size=128, seed=0, **data_kwarg
 
 
 def loaders_for(train, test, batch_size=128, seed=0):
-    """Loaders over two data sets: ``train`` shuffled by a generator seeded from ``seed``, ``test`` in order."""
+    """Loaders over two data sets: ``train`` shuffled by a generator seeded from ``seed``, ``test`` in order.
+
+    A last training batch of a single image is dropped: BatchNorm over pooled (1 x 1) features
+    cannot normalise one value, and one image would move the running statistics alone.
+    """
     generator = torch.Generator().manual_seed(seed)
     return (
-        DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator),
+        DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
+                   drop_last=len(train) % batch_size == 1),
         DataLoader(test, batch_size=512, shuffle=False),
     )

@@ -12,7 +12,7 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from .models import eval_mode
+from .models import eval_mode, model_device
 
 
 def grad_cam(model, layer, images, target=None, upsample=True):
@@ -34,7 +34,7 @@ def grad_cam(model, layer, images, target=None, upsample=True):
         raise TypeError(f"layer must be a submodule of the model, got {type(layer).__name__}.")
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}.")
-    device = next(model.parameters()).device
+    device = model_device(model)
     images = images.to(device)
     with eval_mode(model):
         if target is None:

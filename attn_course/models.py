@@ -8,6 +8,7 @@ Recognition", CVPR 2016, https://arxiv.org/abs/1512.03385).
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +27,21 @@ def make_attention(attention, channels, attention_kwargs):
         f"attention must be None, a registered name such as 'se', or a callable taking channels; "
         f"got {type(attention).__name__}."
     )
+
+
+def check_stages(stages, n_stages):
+    """The set of stages (counted from 1) named by ``stages``; None names all ``n_stages``."""
+    if stages is None:
+        return set(range(1, n_stages + 1))
+    valid = list(range(1, n_stages + 1))
+    if isinstance(stages, (int, str)) or not hasattr(stages, "__iter__"):
+        raise ValueError(f"stages must be a tuple of stage numbers from {valid}, such as (2, 3); got {stages!r}.")
+    stages = list(stages)
+    bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s not in valid]
+    if bad or not stages or len(set(stages)) != len(stages):
+        raise ValueError(f"stages must name each stage at most once, from {valid} (counted from 1); got "
+                         f"{tuple(stages)!r}. Use None for every stage.")
+    return {int(s) for s in stages}
 
 
 class BasicBlock(nn.Module):
@@ -64,14 +80,23 @@ class ResNet(nn.Module):
         depths: residual blocks in each stage.
         in_channels: image channels.
         num_classes: outputs of the classifier.
+        stages: which stages hold attention, counted from 1 (``(3,)``: the last of three); None
+            (the default) puts it in every stage. Stages without it keep an ``nn.Identity`` slot.
         **attention_kwargs: passed to every attention module, e.g. ``reduction=4``.
     """
 
     def __init__(self, attention=None, widths=(16, 32, 64), depths=(1, 1, 1), in_channels=1,
-                 num_classes=10, **attention_kwargs):
+                 num_classes=10, stages=None, **attention_kwargs):
         super().__init__()
         if len(widths) != len(depths) or not widths:
             raise ValueError(f"widths {widths} and depths {depths} need the same, non-zero length.")
+        if attention is None and (attention_kwargs or stages is not None):
+            given = ", ".join(list(attention_kwargs) + (["stages"] if stages is not None else []))
+            raise TypeError(
+                f"ResNet got {given} but no attention, so they would be ignored. Name the attention "
+                f"(ResNet(attention='se', reduction=4)), check the spelling of 'attention', or drop them."
+            )
+        with_attention = check_stages(stages, len(widths))
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         )
@@ -80,7 +105,8 @@ class ResNet(nn.Module):
             blocks = []
             for j in range(depth):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(BasicBlock(channels, width, stride, attention, attention_kwargs))
+                slot = attention if i + 1 in with_attention else None
+                blocks.append(BasicBlock(channels, width, stride, slot, attention_kwargs if slot else None))
                 channels = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -143,6 +169,14 @@ class AttentionRecorder:
     def stacked(self):
         """Concatenate each module's records along the batch dimension."""
         return {name: torch.cat(tensors) for name, tensors in self.records.items() if tensors}
+
+
+def model_device(model):
+    """The device of a model's first parameter or buffer; the CPU for a module with neither
+    (a parameter-free attention such as GE-theta-minus)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @contextmanager

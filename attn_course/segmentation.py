@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 from .data import loaders_for, make_cluttered_digits
 from .metrics import mean_iou
-from .models import BasicBlock, eval_mode, make_attention
+from .models import BasicBlock, eval_mode, make_attention, model_device
 
 NUM_CLASSES = 11  # background (with clutter) + 10 digits
 
@@ -90,7 +90,7 @@ def make_segmentation_loaders(n_train=4000, n_test=1000, batch_size=128, seed=0,
 @torch.no_grad()
 def predict_masks(model, loader, device=None):
     """The predicted class of every pixel, (N, H, W), and the targets, (N, H, W), over ``loader``."""
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     preds, targets = [], []
     with eval_mode(model):
         for images, target in loader:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .models import eval_mode
+from .models import eval_mode, model_device
 
 
 def set_seed(seed=0):
@@ -47,7 +47,7 @@ class History:
 @torch.no_grad()
 def evaluate(model, loader, device=None):
     """Accuracy of ``model`` over ``loader`` (a float in [0, 1]); per pixel for dense targets."""
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     correct = total = 0
     with eval_mode(model):
         for images, labels in loader:

@@ -254,3 +254,37 @@ def test_add_attention_cbam_to_resnet50_matches_the_paper():
     assert round(n / 1e6, 2) == PAPER_CBAM_RESNET50_M
     assert sum(isinstance(m, CBAM) for m in model.modules()) == 16  # 3 + 4 + 6 + 3 bottlenecks
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def _cbam_with_amax(module, x):
+    """CBAM written with amax and mean, as in the official code: the reference for the fast version."""
+    c, s = module.channel, module.spatial
+    x = x * c.gate(c.mlp(x.mean(dim=(2, 3))) + c.mlp(x.amax(dim=(2, 3))))[:, :, None, None]
+    pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+    return x * s.gate(s.bn(s.conv(pooled)))
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 8, 8), (2, 64, 32, 32), (3, 8, 5, 7)])
+def test_fast_reductions_give_the_same_output_and_gradients_as_amax(shape):
+    torch.manual_seed(0)
+    module = CBAM(shape[1], reduction=4)
+    x = torch.randn(shape, requires_grad=True)
+    fast = module(x)
+    reference = _cbam_with_amax(module, x)
+    assert torch.equal(fast, reference)  # bit for bit
+    g = torch.randn_like(fast)
+    grad_fast, = torch.autograd.grad(fast, x, g)
+    grad_reference, = torch.autograd.grad(reference, x, g)
+    torch.testing.assert_close(grad_fast, grad_reference)  # random inputs have no ties
+
+
+def test_at_a_tie_the_maximum_gradient_goes_to_one_position_and_its_total_is_kept():
+    x = torch.zeros(1, 4, 2, 2, requires_grad=True)  # every position ties for every maximum
+    module = ChannelAttention(4, reduction=2)
+    peak = F.adaptive_max_pool2d(x, 1).flatten(1)  # what the module uses
+    grad, = torch.autograd.grad(peak.sum(), x)
+    assert torch.equal(grad.sum(dim=(2, 3)), torch.ones(1, 4))  # the total gradient is the same as amax's...
+    assert torch.equal((grad != 0).sum(dim=(2, 3)), torch.ones(1, 4, dtype=torch.long))  # ...but on one position
+    grad_amax, = torch.autograd.grad(x.amax(dim=(2, 3)).sum(), x)
+    assert torch.equal(grad_amax, torch.full_like(x, 0.25))  # amax splits it evenly
+    assert module(x).shape == x.shape

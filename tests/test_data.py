@@ -198,11 +198,20 @@ def test_make_loaders_passes_data_kwargs():
         (dict(canvas_size=12), r"canvas_size=12 is smaller than the digit .*16 px"),
         (dict(canvas_size=20, scale=3), r"canvas_size=20 is smaller than the digit .*24 px"),
         (dict(split="val"), r"split must be 'train' or 'test', got 'val'"),
-        (dict(n=0), r"n must be a positive integer"),
-        (dict(n=2.5), r"n must be a positive integer"),
-        (dict(scale=0), r"scale must be a positive integer"),
-        (dict(scale=1.5), r"scale must be a positive integer"),
-        (dict(n_clutter=-1), r"n_clutter must be 0 or more"),
+        (dict(n=0), r"n must be an int >= 1, got 0"),
+        (dict(n=2.5), r"n must be an int >= 1, got 2.5"),
+        (dict(scale=0), r"scale must be an int >= 1"),
+        (dict(scale=1.5), r"scale must be an int >= 1"),
+        (dict(n_clutter=-1), r"n_clutter must be an int >= 0, got -1"),
+        (dict(canvas_size=32.0), r"canvas_size must be an int >= 1, got 32.0"),
+        (dict(canvas_size="32"), r"canvas_size must be an int >= 1, got '32'"),
+        (dict(fragment_size=6.0), r"fragment_size must be an int"),
+        (dict(ink=0), r"ink must be a number in \(0, 1\]"),
+        (dict(ink=1.5), r"ink must be a number in \(0, 1\]"),
+        (dict(noise=-0.1), r"noise must be a number >= 0"),
+        (dict(noise=float("nan")), r"noise must be a number >= 0"),
+        (dict(seed=-1), r"seed must be an int >= 0, got -1"),
+        (dict(seed=None), r"seed must be an int >= 0, got None"),
         (dict(fragment_size=0), r"fragment_size must be between 1 and the digit size \(16 px\)"),
         (dict(fragment_size=17), r"fragment_size must be between 1 and the digit size \(16 px\)"),
     ],
@@ -211,3 +220,46 @@ def test_bad_arguments(kwargs, match):
     arguments = dict(n=4) | kwargs
     with pytest.raises(ValueError, match=match):
         make_cluttered_digits(**arguments)
+
+
+def test_numpy_integers_are_accepted():
+    a = make_cluttered_digits(np.int64(5), canvas_size=np.int64(32), n_clutter=np.int64(3), seed=np.int64(4))
+    b = make_cluttered_digits(5, canvas_size=32, n_clutter=3, seed=4)
+    assert torch.equal(a.images, b.images)
+
+
+def test_ink_scales_only_the_digit():
+    plain = make_cluttered_digits(50, n_clutter=0, seed=3)
+    faint = make_cluttered_digits(50, n_clutter=0, ink=0.6, seed=3)
+    torch.testing.assert_close(faint.images, plain.images * 0.6)
+    assert torch.equal(faint.masks, plain.masks) and torch.equal(faint.boxes, plain.boxes)
+    # With clutter, pixels outside the digit's square keep the clutter's full brightness.
+    cluttered = make_cluttered_digits(50, ink=0.6, n_clutter=8, seed=3)
+    assert cluttered.images.max() > 0.9
+
+
+def test_noise_is_gaussian_clipped_and_leaves_the_rest_unchanged():
+    clean = make_cluttered_digits(200, seed=7)
+    noisy = make_cluttered_digits(200, noise=0.2, seed=7)
+    assert torch.equal(clean.labels, noisy.labels) and torch.equal(clean.boxes, noisy.boxes)
+    assert noisy.images.min() >= 0 and noisy.images.max() <= 1
+    # Where the clean image is mid-grey nothing is clipped: the difference is N(0, 0.2^2).
+    diff = (noisy.images - clean.images)[(clean.images == 0)]
+    # Background pixels are 0, so the noise is clipped at 0: half are 0, the rest |N(0, 0.2)|.
+    assert 0.45 < (diff == 0).float().mean() < 0.55
+    positive = diff[diff > 0]
+    expected_mean = 0.2 * (2 / np.pi) ** 0.5  # mean of a half-normal
+    assert abs(positive.mean().item() - expected_mean) < 0.01
+    # noise=0 is exactly the data of earlier versions: no random draw is spent on it.
+    assert torch.equal(make_cluttered_digits(200, noise=0.0, seed=7).images, clean.images)
+
+
+def test_a_last_training_batch_of_one_image_is_dropped():
+    from attn_course.data import loaders_for
+
+    train, test = make_cluttered_digits(9, seed=0), make_cluttered_digits(5, "test", seed=0)
+    sizes = [len(labels) for _, labels in loaders_for(train, test, batch_size=4)[0]]
+    assert sizes == [4, 4]  # 9 = 4 + 4 + 1: the single image is left out
+    sizes = [len(labels) for _, labels in loaders_for(make_cluttered_digits(10, seed=0), test, batch_size=4)[0]]
+    assert sizes == [4, 4, 2]  # a last batch of two is kept
+    assert [len(labels) for _, labels in loaders_for(train, test, batch_size=4)[1]] == [5]  # the test set is whole

@@ -230,3 +230,35 @@ def test_eval_mode_restores_mode():
     with pytest.raises(KeyError), eval_mode(model):
         raise KeyError("restored even after an error")
     assert model.training
+
+
+def test_stages_choose_which_stages_hold_attention():
+    model = ResNet(attention="se", reduction=4, stages=(3,), depths=(1, 2, 1))
+    kinds = [type(block.attention) for stage in model.stages for block in stage]
+    assert kinds == [nn.Identity, nn.Identity, nn.Identity, SqueezeExcite]
+    both = ResNet(attention="se", reduction=4, stages=[1, 3])
+    assert [type(stage[0].attention) for stage in both.stages] == [SqueezeExcite, nn.Identity, SqueezeExcite]
+    # None (the default) is every stage; the parameter count is the sum of the chosen stages' SE blocks.
+    every = ResNet(attention="se", reduction=4)
+    plain = sum(p.numel() for p in ResNet().parameters())
+    se = lambda c: 2 * c * (c // 4) + c // 4 + c  # noqa: E731
+    assert sum(p.numel() for p in every.parameters()) == plain + se(16) + se(32) + se(64)
+    assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in ResNet(depths=(1, 2, 1)).parameters()) \
+        == se(64)
+
+
+@pytest.mark.parametrize("stages", [(0,), (4,), (1, 1), (), 3, "3", (2.0,), (True,)])
+def test_bad_stages(stages):
+    with pytest.raises(ValueError, match=r"stages must"):
+        ResNet(attention="se", reduction=4, stages=stages)
+
+
+@pytest.mark.parametrize("kwargs", [dict(atention="se"), dict(reduction=4), dict(stages=(3,))])
+def test_keywords_without_attention_raise_instead_of_being_ignored(kwargs):
+    with pytest.raises(TypeError, match=r"but no attention, so they would be ignored"):
+        ResNet(**kwargs)
+
+
+def test_misspelt_attention_keyword_raises():
+    with pytest.raises(TypeError, match=r"reductoin"):
+        ResNet(attention="se", reductoin=4)

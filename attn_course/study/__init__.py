@@ -1,0 +1,44 @@
+"""The study: seeded multi-run experiments that the chapters' comparisons come from.
+
+- :mod:`.settings` the data settings, training budgets, the zoo table and the named grids;
+- :mod:`.runner` one run, and grids of runs appended to ``results/<grid>.csv`` resumably;
+- :mod:`.results` reading and writing those files, with checks;
+- :mod:`.report` means with Student-t 95% intervals and paired differences from the plain ResNet.
+
+The command line is ``python -m attn_course.study --help``. The committed results ship with the
+package (``attn_course.results``), so a chapter opened in Colab reads the same numbers.
+"""
+
+from .report import format_report, mean_interval, paired_differences, summarise
+from .results import COLUMNS, ResultsFileError, packaged_results, read_results, results_path
+from .runner import build_model, run_grid, run_one
+from .settings import (
+    BUDGETS,
+    GRIDS,
+    MODELS,
+    SETTINGS,
+    VARIANTS,
+    ZOO,
+    Budget,
+    Grid,
+    Setting,
+    UnknownNameError,
+    ZooEntry,
+    get_budget,
+    get_grid,
+    get_model,
+    get_setting,
+    missing_from_zoo,
+)
+
+
+def load_results(grid):
+    """The committed rows of ``grid`` (the package's copy of ``results/<grid>.csv``), checked."""
+    get_grid(grid)
+    return read_results(packaged_results(grid), grid)
+
+
+__all__ = ["BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARIANTS", "ZOO", "COLUMNS", "Budget", "Grid", "Setting",
+           "ZooEntry", "UnknownNameError", "ResultsFileError", "get_budget", "get_grid", "get_model", "get_setting",
+           "missing_from_zoo", "build_model", "run_one", "run_grid", "read_results", "results_path",
+           "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report"]

@@ -1,0 +1,151 @@
+"""The study's command line: ``python -m attn_course.study {run,report,reproduce,bench,list} ...``.
+
+Examples::
+
+    python -m attn_course.study list                     # settings, budgets, the zoo table, grids
+    python -m attn_course.study run zoo                  # run (or resume) the zoo grid into results/zoo.csv
+    python -m attn_course.study report zoo               # means, 95% intervals, paired differences
+    python -m attn_course.study reproduce --grid zoo --mechanism se --budget chapter --seed 0
+    python -m attn_course.study bench                    # training-step time of each model / the plain ResNet
+"""
+
+import argparse
+import sys
+
+import torch
+
+from ..bench import training_step_times
+from .report import format_report
+from .results import ResultsFileError, packaged_results, read_results, results_path
+from .runner import build_model, run_grid, run_one
+from .settings import BUDGETS, GRIDS, MODELS, SETTINGS, ZOO, UnknownNameError, get_grid
+
+# Two runs of one row agree bit for bit on one machine (same CPU kind, thread count and torch).
+# Elsewhere, other kernels sum in another order; the rounding differences grow over training and
+# move a few test predictions. Measured here between 1 and 2 threads: see results/README.md.
+CROSS_MACHINE_TOLERANCE = 0.01
+
+
+def _read(grid, directory):
+    path = results_path(grid, directory) if directory else packaged_results(grid)
+    return read_results(path, grid)
+
+
+def command_list(args):
+    print("settings:")
+    for s in SETTINGS.values():
+        print(f"  {s.name:10s} {s.description}\n  {'':10s} data: {s.data or '(make_cluttered_digits defaults)'}")
+    print("budgets:")
+    for b in BUDGETS.values():
+        print(f"  {b.name:10s} {b.epochs} epochs, {b.n_train} training / {b.n_test} test images, batch "
+              f"{b.batch_size}, lr {b.lr}: {b.description}")
+    print("models (the zoo table, then the variants):")
+    for name, m in MODELS.items():
+        where = "every stage" if m.stages is None else f"stages {m.stages}"
+        print(f"  {name:14s} {m.attention or '-':5s} {str(m.kwargs):45s} {where:12s} {m.why}")
+    print("grids:")
+    for g in GRIDS.values():
+        print(f"  {g.name:10s} {len(g.runs())} runs: models {', '.join(g.models)}; settings {', '.join(g.settings)};"
+              f" budgets {', '.join(g.budgets)}; seeds {', '.join(map(str, g.seeds))}")
+    return 0
+
+
+def command_run(args):
+    made = run_grid(args.grid, args.results, device=args.device, limit=args.limit)
+    print(f"{made} runs made; results in {results_path(args.grid, args.results)}")
+    return 0
+
+
+def command_report(args):
+    rows = _read(args.grid, args.results)
+    print(f"grid {args.grid}: {len(rows)} runs")
+    print(format_report(rows, metric=args.metric, order=tuple(MODELS)))
+    return 0
+
+
+def command_reproduce(args):
+    rows = _read(args.grid, args.results)
+    stored = [r for r in rows if (r["mechanism"], r["budget"], r["seed"], r["setting"])
+              == (args.mechanism, args.budget, args.seed, args.setting)]
+    if not stored:
+        print(f"no stored run of {args.mechanism} / {args.setting} / {args.budget} / seed {args.seed} in grid "
+              f"{args.grid}", file=sys.stderr)
+        return 2
+    stored = stored[0]
+    fresh = run_one(args.setting, args.mechanism, args.budget, args.seed, grid=args.grid, device=args.device)
+    same_machine = all(stored[k] == fresh[k] for k in ("torch", "cpu", "threads", "device"))
+    tolerance = args.tolerance if args.tolerance is not None else (0.0 if same_machine else CROSS_MACHINE_TOLERANCE)
+    difference = abs(fresh["test_accuracy"] - stored["test_accuracy"])
+    print(f"stored test accuracy     {stored['test_accuracy']:.6f} (torch {stored['torch']}, {stored['device']}, "
+          f"{stored['cpu']}, {stored['threads']} threads, commit {stored['commit']})")
+    print(f"recomputed test accuracy {fresh['test_accuracy']:.6f} (torch {fresh['torch']}, {fresh['device']}, "
+          f"{fresh['cpu']}, {fresh['threads']} threads, commit {fresh['commit']})")
+    verdict = "reproduced" if difference <= tolerance else "NOT reproduced"
+    print(f"difference {difference:.6f}, tolerance {tolerance} "
+          f"({'same machine kind: bit for bit' if same_machine else 'another machine kind'}): {verdict}")
+    return 0 if difference <= tolerance else 1
+
+
+def command_bench(args):
+    names = args.models or list(ZOO)
+    torch.manual_seed(0)
+    models = {name: build_model(name) for name in names}
+    if "resnet" not in models:
+        models["resnet"] = build_model("resnet")
+    seconds = training_step_times(models, (args.batch_size, 1, 32, 32), repeats=args.repeats)
+    base = seconds["resnet"]
+    print(f"training step (forward, backward, AdamW) at batch {args.batch_size}, 1 x 32 x 32, on the CPU with "
+          f"{torch.get_num_threads()} threads; median of {args.repeats}, models timed in turns")
+    for name in models:
+        print(f"  {name:14s} {1e3 * seconds[name]:8.2f} ms   {seconds[name] / base:5.2f} x resnet")
+    return 0
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m attn_course.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="print the settings, budgets, models and grids")
+    grid_names = ", ".join(GRIDS)
+    run = sub.add_parser("run", help="run a grid, resuming where it stopped")
+    run.add_argument("grid", help=f"one of: {grid_names}")
+    run.add_argument("--results", default="results", help="folder of the CSV files (default: results)")
+    run.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    run.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    report = sub.add_parser("report", help="means, 95%% intervals and paired differences of a grid")
+    report.add_argument("grid", help=f"one of: {grid_names}")
+    report.add_argument("--results", default=None, help="folder of the CSV files (default: the packaged results)")
+    report.add_argument("--metric", default="test_accuracy", help="a numeric column (default: test_accuracy)")
+    again = sub.add_parser("reproduce", help="re-run one stored row and compare its test accuracy")
+    again.add_argument("--grid", required=True)
+    again.add_argument("--mechanism", required=True)
+    again.add_argument("--budget", required=True)
+    again.add_argument("--seed", type=int, required=True)
+    again.add_argument("--setting", default="default")
+    again.add_argument("--results", default=None, help="folder of the CSV files (default: the packaged results)")
+    again.add_argument("--device", default="cpu")
+    again.add_argument("--tolerance", type=float, default=None,
+                       help=f"largest accepted difference (default: 0 on the machine kind that stored the row, "
+                            f"else {CROSS_MACHINE_TOLERANCE})")
+    bench = sub.add_parser("bench", help="training-step time of each model relative to the plain ResNet")
+    bench.add_argument("models", nargs="*", help="models to time (default: the zoo)")
+    bench.add_argument("--batch-size", type=int, default=128)
+    bench.add_argument("--repeats", type=int, default=20)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    commands = {"list": command_list, "run": command_run, "report": command_report,
+                "reproduce": command_reproduce, "bench": command_bench}
+    try:
+        if getattr(args, "grid", None) is not None:
+            get_grid(args.grid)
+        return commands[args.command](args)
+    except (UnknownNameError, ResultsFileError) as error:  # one clear line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Summaries of the study's rows: means with Student-t 95% intervals, and paired differences.
+
+Over n seeds the 95% interval of a mean is ``mean +- t(0.975, n - 1) * s / sqrt(n)`` (n = 5:
+t = 2.776, not 1.96). A mechanism's effect is the *paired* difference from the plain ResNet,
+seed by seed: the two runs of a seed share their data, its order and their initial draws, so
+the difference cancels what the seeds share and its interval is usually much narrower.
+"""
+
+import math
+import statistics
+from collections import defaultdict
+
+from scipy import stats
+
+BASELINE = "resnet"
+
+
+def mean_interval(values, confidence=0.95):
+    """``(mean, sd, low, high, n)`` of ``values`` with a Student-t interval (NaN bounds for n < 2)."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value.")
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, float("nan"), float("nan"), float("nan"), n
+    sd = statistics.stdev(values)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half, n
+
+
+def _groups(rows, metric):
+    groups = defaultdict(dict)
+    for row in rows:
+        value = row[metric]
+        if value == value:  # skip NaN (a score the model does not have)
+            groups[(row["setting"], row["budget"], row["mechanism"])][row["seed"]] = value
+    return groups
+
+
+def summarise(rows, metric="test_accuracy"):
+    """One dict per (setting, budget, mechanism): n, mean, sd and the 95% interval of ``metric``."""
+    out = []
+    for (setting, budget, mechanism), by_seed in _groups(rows, metric).items():
+        mean, sd, low, high, n = mean_interval(by_seed.values())
+        out.append({"setting": setting, "budget": budget, "mechanism": mechanism, "n": n,
+                    "mean": mean, "sd": sd, "ci_low": low, "ci_high": high})
+    return out
+
+
+def paired_differences(rows, metric="test_accuracy", baseline=BASELINE):
+    """Each mechanism's difference from ``baseline``, seed by seed, with its 95% interval.
+
+    Only seeds that both have are paired. ``verdict`` says what the interval supports:
+    ``"better"`` or ``"worse"`` when it excludes 0, ``"no measurable difference"`` when it
+    straddles 0, ``"too few seeds"`` below two pairs.
+    """
+    groups = _groups(rows, metric)
+    out = []
+    for (setting, budget, mechanism), by_seed in groups.items():
+        base = groups.get((setting, budget, baseline))
+        if mechanism == baseline or base is None:
+            continue
+        seeds = sorted(set(by_seed) & set(base))
+        if not seeds:
+            continue
+        diffs = [by_seed[s] - base[s] for s in seeds]
+        mean, sd, low, high, n = mean_interval(diffs)
+        if n < 2:
+            verdict = "too few seeds"
+        elif low > 0:
+            verdict = "better"
+        elif high < 0:
+            verdict = "worse"
+        else:
+            verdict = "no measurable difference"
+        out.append({"setting": setting, "budget": budget, "mechanism": mechanism, "n": n, "mean": mean,
+                    "sd": sd, "ci_low": low, "ci_high": high, "verdict": verdict})
+    return out
+
+
+def _order(rows, order):
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(rows, key=lambda r: (r["setting"], r["budget"], rank.get(r["mechanism"], len(rank)),
+                                       r["mechanism"]))
+
+
+def format_report(rows, metric="test_accuracy", scale=100.0, unit="points", order=()):
+    """The text of ``report``: per setting and budget, every model's mean and interval, then the paired
+    differences from the plain ResNet. Values are multiplied by ``scale`` (accuracy in percent)."""
+    fmt = lambda v: "   n/a" if v != v else f"{scale * v:6.2f}"  # noqa: E731
+    lines = [f"{metric} in {unit if scale != 1 else 'units'}: mean, sd and Student-t 95% interval over seeds"]
+    summary = _order(summarise(rows, metric), order)
+    diffs = {(d["setting"], d["budget"], d["mechanism"]): d for d in paired_differences(rows, metric)}
+    current = None
+    for row in summary:
+        if (row["setting"], row["budget"]) != current:
+            current = (row["setting"], row["budget"])
+            lines += ["", f"setting {current[0]}, budget {current[1]}",
+                      f"  {'model':15s} {'n':>2s} {'mean':>6s} {'sd':>6s} {'95% CI':>17s}   "
+                      f"{'paired difference from resnet, 95% CI':s}"]
+        text = (f"  {row['mechanism']:15s} {row['n']:2d} {fmt(row['mean'])} {fmt(row['sd'])} "
+                f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]")
+        d = diffs.get((row["setting"], row["budget"], row["mechanism"]))
+        if d is not None:
+            text += (f"   {scale * d['mean']:+6.2f} [{scale * d['ci_low']:+6.2f}, {scale * d['ci_high']:+6.2f}]"
+                     f" n={d['n']}: {d['verdict']}")
+        lines.append(text)
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""The study's results files: one CSV per grid, one row per run, appended and flushed run by run.
+
+A file is only ever appended to. Reading checks it whole first (header, field counts, grid
+name, duplicate runs), and any problem is a :class:`ResultsFileError` naming the file, the line
+and what is wrong; nothing is rewritten to repair it.
+"""
+
+import csv
+import io
+import os
+from importlib import resources
+from pathlib import Path
+
+# The columns of every results file, in order. ``*_curve`` columns hold one value per epoch,
+# separated by spaces. Scores of the gates are empty for models without spatial gates.
+COLUMNS = (
+    "grid", "setting", "mechanism", "budget", "seed",
+    "test_accuracy", "final_train_loss", "test_accuracy_curve", "train_loss_curve",
+    "train_seconds", "params", "mflops",
+    "gate_pointing_game", "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box",
+    "torch", "device", "cpu", "threads", "commit", "dirty", "finished_utc",
+)
+KEY = ("setting", "mechanism", "budget", "seed")
+INTEGER_COLUMNS = ("seed", "params", "threads")
+FLOAT_COLUMNS = ("test_accuracy", "final_train_loss", "train_seconds", "mflops", "gate_pointing_game",
+                 "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box")
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be read as the study wrote it; the message says where and why."""
+
+
+def results_path(grid, directory="results"):
+    """Where a grid's results live: ``<directory>/<grid>.csv``."""
+    return Path(directory) / f"{grid}.csv"
+
+
+def packaged_results(grid):
+    """The committed results of ``grid`` shipped inside the package (what a chapter reads, in Colab too)."""
+    return resources.files("attn_course.results").joinpath(f"{grid}.csv")
+
+
+def _parse(row, where):
+    parsed = dict(row)
+    try:
+        for column in INTEGER_COLUMNS:
+            parsed[column] = int(row[column])
+        for column in FLOAT_COLUMNS:
+            parsed[column] = float(row[column]) if row[column] != "" else float("nan")
+        for column in ("test_accuracy_curve", "train_loss_curve"):
+            parsed[column] = [float(v) for v in row[column].split()]
+    except ValueError as error:
+        raise ResultsFileError(f"{where}: a value does not parse ({error}).") from None
+    parsed["dirty"] = row["dirty"] == "True"
+    return parsed
+
+
+def read_results(path, grid=None):
+    """Read and check a results file; return its rows as dicts with numbers parsed.
+
+    Args:
+        path: a path, or a :mod:`importlib.resources` traversable.
+        grid: if given, every row must belong to this grid.
+
+    Raises:
+        ResultsFileError: a missing or wrong header, a row with too few or too many fields (a
+            truncated write), a row of another grid, or the same run twice.
+    """
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsFileError(f"{name}: no such results file. Run the grid first "
+                               f"(python -m attn_course.study run GRID).") from None
+    lines = list(csv.reader(io.StringIO(text)))
+    if not lines:
+        raise ResultsFileError(f"{name}: the file is empty; it should start with the header {','.join(COLUMNS)}.")
+    if tuple(lines[0]) != COLUMNS:
+        raise ResultsFileError(f"{name}: the header is {','.join(lines[0])!r}, not the study's columns "
+                               f"{','.join(COLUMNS)!r}. Was it written by another version, or by hand?")
+    if text and not text.endswith("\n"):
+        raise ResultsFileError(f"{name}: the last line is cut short (no line end): a run was interrupted "
+                               f"while it was written. Remove the incomplete last line by hand, then resume.")
+    rows, seen = [], set()
+    for number, fields in enumerate(lines[1:], start=2):
+        where = f"{name}, line {number}"
+        if len(fields) != len(COLUMNS):
+            raise ResultsFileError(f"{where}: {len(fields)} fields, expected {len(COLUMNS)}: the row is "
+                                   f"truncated or was edited. Fix or remove that line by hand.")
+        row = _parse(dict(zip(COLUMNS, fields)), where)
+        if grid is not None and row["grid"] != grid:
+            raise ResultsFileError(f"{where}: a row of grid {row['grid']!r} in the file of grid {grid!r}.")
+        key = tuple(row[k] for k in KEY)
+        if key in seen:
+            raise ResultsFileError(f"{where}: the run {dict(zip(KEY, key))} appears twice.")
+        seen.add(key)
+        rows.append(row)
+    return rows
+
+
+def _format(value):
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.6g}"  # NaN (no such score) is an empty cell
+    if isinstance(value, (list, tuple)):
+        return " ".join(f"{v:.6g}" for v in value)
+    return str(value)
+
+
+def append_result(path, row):
+    """Append one run to ``path`` (creating it with the header) and flush it to disk at once."""
+    path = Path(path)
+    missing = [c for c in COLUMNS if c not in row]
+    if missing:
+        raise ValueError(f"append_result: the row lacks the columns {missing}.")
+    new = not path.exists() or path.stat().st_size == 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        if new:
+            writer.writerow(COLUMNS)
+        writer.writerow([_format(row[c]) for c in COLUMNS])
+        file.flush()
+        os.fsync(file.fileno())

@@ -1,0 +1,116 @@
+"""Run the study: one training run per (setting, model, budget, seed), and grids of them, resumably."""
+
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..bench import count_flops, count_parameters
+from ..data import make_loaders
+from ..explain import grad_cam
+from ..metrics import energy_in_box, pointing_game, resize_maps
+from ..models import AttentionRecorder, ResNet, eval_mode
+from ..train import fit, get_device, set_seed
+from .results import KEY, append_result, read_results, results_path
+from .settings import get_budget, get_grid, get_model, get_setting
+
+
+def build_model(name):
+    """The small ResNet of the study's model ``name`` (a zoo row or a variant), freshly initialised."""
+    return ResNet(**get_model(name).model_kwargs())
+
+
+def spatial_gate_maps(model, images, device):
+    """The deepest spatial gate of ``model`` on ``images``, averaged over channels: (N, H, W), or None.
+
+    A spatial gate is a sigmoid named ``gate`` whose output varies over positions, (N, c, h, w)
+    with h * w > 1 (CBAM's spatial half, Gather-Excite with a local extent). Softmax maps over
+    positions (PSA) are attention between positions, not gates, and are not scored here.
+    """
+    gates = [name for name, module in model.named_modules()
+             if name.rsplit(".", 1)[-1] == "gate" and isinstance(module, torch.nn.Sigmoid)]
+    if not gates:
+        return None
+    with eval_mode(model), torch.no_grad(), AttentionRecorder(model) as recorder:
+        for batch in images.split(512):
+            model(batch.to(device))
+    recorded = {name: maps for name, maps in recorder.stacked().items() if name in gates}
+    spatial = [maps for maps in recorded.values() if maps.dim() == 4 and maps.shape[-2] * maps.shape[-1] > 1]
+    if not spatial:
+        return None
+    return resize_maps(spatial[-1].float().mean(1), tuple(images.shape[-2:]))  # the deepest: modules in order
+
+
+def provenance():
+    """Where a row was computed: torch version, CPU, threads, and the git commit (dirty if the tree was)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", True  # not a git checkout (an installed package): say so
+    return {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "commit": commit, "dirty": dirty}
+
+
+def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
+    """Train the study's ``model`` on ``setting`` for ``budget`` with ``seed``; return its results row.
+
+    The data, the shuffling and the initial weights all follow from ``seed``, so a run is
+    reproducible: on one machine, bit for bit.
+    """
+    setting_, entry, budget_ = get_setting(setting), get_model(model), get_budget(budget)
+    del entry  # looked up only to validate the name before any work
+    device = torch.device(device) if device is not None else get_device()
+    train_loader, test_loader = make_loaders(seed=seed, **budget_.loader_kwargs(), **setting_.data)
+    set_seed(seed)
+    net = build_model(model)
+    history = fit(net, train_loader, test_loader, epochs=budget_.epochs, lr=budget_.lr, device=device,
+                  progress=progress, desc=f"{model} {setting} {budget} seed {seed}")
+    test = test_loader.dataset
+    row = {"grid": grid, "setting": setting, "mechanism": model, "budget": budget, "seed": seed,
+           "test_accuracy": history.final_test_accuracy, "final_train_loss": history.train_loss[-1],
+           "test_accuracy_curve": history.test_accuracy, "train_loss_curve": history.train_loss,
+           "train_seconds": history.seconds, "params": count_parameters(net),
+           "mflops": count_flops(net, (1, *test.images.shape[1:])) / 1e6, "device": device.type}
+    gates = spatial_gate_maps(net, test.images, device)
+    row["gate_pointing_game"] = pointing_game(gates, test.boxes) if gates is not None else float("nan")
+    row["gate_energy_in_box"] = energy_in_box(gates, test.boxes) if gates is not None else float("nan")
+    cam = torch.cat([grad_cam(net, net.stages[-1], batch) for batch in test.images.split(512)])
+    row["gradcam_pointing_game"] = pointing_game(cam, test.boxes)
+    row["gradcam_energy_in_box"] = energy_in_box(cam, test.boxes)
+    row.update(provenance())
+    row["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return row
+
+
+def pending_runs(grid, path):
+    """The runs of ``grid`` that ``path`` does not hold yet, in the grid's order."""
+    grid_ = get_grid(grid)
+    done = set()
+    if Path(path).exists():
+        done = {tuple(row[k] for k in KEY) for row in read_results(Path(path), grid)}
+    return [run for run in grid_.runs() if run not in done]
+
+
+def run_grid(grid, directory="results", device=None, limit=None, progress=True):
+    """Run every run of ``grid`` missing from ``<directory>/<grid>.csv``, appending each as it ends.
+
+    An interrupted grid resumes where it stopped: finished rows are never rewritten or lost.
+    ``limit`` stops after that many runs. Returns the number of runs made.
+    """
+    path = results_path(grid, directory)
+    todo = pending_runs(grid, path)[:limit]
+    bar = tqdm(todo, desc=f"grid {grid}", disable=not progress, unit="run")
+    for setting, model, budget, seed in bar:
+        bar.set_postfix_str(f"{model} {setting} {budget} seed {seed}")
+        start = time.perf_counter()
+        append_result(path, run_one(setting, model, budget, seed, grid=grid, device=device))
+        bar.write(f"{model:14s} {setting:9s} {budget:8s} seed {seed}: {time.perf_counter() - start:6.1f} s")
+    return len(todo)

@@ -1,0 +1,181 @@
+"""The study's fixed vocabulary: data settings, training budgets, the zoo table and the grids.
+
+Every chapter's illustrative run and every row of the study use these, so that a number in one
+chapter can be compared with a number in another. Change a value here and every stored result
+made with the old value stops reproducing: re-run the grids (``python -m attn_course.study run``).
+"""
+
+from dataclasses import dataclass, field
+
+from ..attention import ATTENTION
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A Cluttered Digits setting: keyword arguments of :func:`attn_course.data.make_cluttered_digits`."""
+
+    name: str
+    description: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a model trains: epochs over ``n_train`` images, scored on ``n_test`` test images.
+
+    The optimiser is :func:`attn_course.train.fit`'s: AdamW with a one-cycle schedule peaking at ``lr``.
+    """
+
+    name: str
+    description: str
+    epochs: int
+    n_train: int
+    n_test: int
+    batch_size: int = 128
+    lr: float = 3e-3
+
+    def loader_kwargs(self):
+        """Keyword arguments of :func:`attn_course.data.make_loaders` for this budget."""
+        return {"n_train": self.n_train, "n_test": self.n_test, "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model of the study: an attention from the registry, its arguments and where it sits.
+
+    ``attention=None`` is the plain ResNet. ``stages`` counts the small ResNet's stages from 1
+    (None: every stage); ``why`` says why the arguments differ from the paper's, where they do.
+    """
+
+    attention: str | None
+    kwargs: dict = field(default_factory=dict)
+    stages: tuple | None = None
+    why: str = ""
+
+    def model_kwargs(self):
+        """Keyword arguments of :class:`attn_course.models.ResNet` for this entry."""
+        if self.attention is None:
+            return {}
+        return {"attention": self.attention, "stages": self.stages, **self.kwargs}
+
+
+SETTINGS = {
+    "default": Setting(
+        "default",
+        "the chapters' data: a 32 x 32 canvas, 6 clutter fragments of 6 px, no noise",
+        {},
+    ),
+    "headroom": Setting(
+        "headroom",
+        "a faint digit (ink 0.6) among 16 full-brightness fragments of 8 px, Gaussian pixel noise "
+        "sigma = 0.2: the plain ResNet stays clearly below ceiling",
+        {"n_clutter": 16, "fragment_size": 8, "ink": 0.6, "noise": 0.2},
+    ),
+}
+
+BUDGETS = {
+    "chapter": Budget(
+        "chapter", "the one short run every chapter trains (baseline and its mechanism, on a 2-core CPU)",
+        epochs=4, n_train=4000, n_test=2000,
+    ),
+    "long": Budget(
+        "long", "the same data, trained until the plain ResNet's test accuracy has stopped improving",
+        epochs=20, n_train=4000, n_test=2000,
+    ),
+}
+
+# The mechanisms on the course's small ResNet (3 stages of 16, 32 and 64 channels at 32, 16 and
+# 8 pixels). The papers' ImageNet defaults assume 64 to 2048 channels: r = 16 would leave one
+# hidden unit on 16 channels, so the bottlenecks use r = 4, as the chapters do.
+ZOO = {
+    "resnet": ZooEntry(None, why="the plain ResNet, no attention: every comparison is against it"),
+    "se": ZooEntry("se", {"reduction": 4}, why="r = 4 (paper 16): at 16 channels r = 16 leaves one hidden unit"),
+    "eca": ZooEntry("eca", {}, why="the paper's k = psi(C) with gamma = 2, b = 1: k = 3 on 16, 32 and 64 channels"),
+    "ge": ZooEntry("ge", {"extent": 2}, why="GE-theta-minus, extent 2 (no parameters): the best extent of chapter 03"),
+    "cbam": ZooEntry("cbam", {"reduction": 4, "kernel_size": 7}, why="r = 4 (paper 16), the paper's k = 7"),
+    "psa": ZooEntry("psa", {"reduction": 4, "feature_size": 8}, stages=(3,),
+                    why="last stage only (8 x 8): its maps are built for a fixed size and grow as (2H-1)(2W-1)"),
+}
+
+# Variants for the chapters' ablations; the same rules as the zoo.
+VARIANTS = {
+    "cbam-channel": ZooEntry("cbam", {"reduction": 4, "use_spatial": False}, why="CBAM's channel half alone"),
+    "cbam-spatial": ZooEntry("cbam", {"kernel_size": 7, "use_channel": False}, why="CBAM's spatial half alone"),
+    "cbam-reversed": ZooEntry("cbam", {"reduction": 4, "kernel_size": 7, "order": "spatial-channel"},
+                              why="both halves, spatial first"),
+    "ge-e4": ZooEntry("ge", {"extent": 4}, why="GE-theta-minus, extent 4"),
+    "ge-global": ZooEntry("ge", {"extent": 0}, why="GE-theta-minus, global extent: SE without its MLP"),
+}
+
+MODELS = {**ZOO, **VARIANTS}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named set of runs: every (setting, model, budget, seed) combination."""
+
+    name: str
+    description: str
+    models: tuple
+    settings: tuple
+    budgets: tuple
+    seeds: tuple
+
+    def runs(self):
+        """The grid's runs as (setting, model, budget, seed), cheap budgets and low seeds first.
+
+        The order makes a partial grid useful: every model of a setting and budget gets seed 0
+        before any gets seed 1, and the chapter budget is done before the long one starts.
+        """
+        return [(setting, model, budget, seed) for budget in self.budgets for seed in self.seeds
+                for setting in self.settings for model in self.models]
+
+
+GRIDS = {
+    "zoo": Grid(
+        "zoo", "every registered mechanism beside the plain ResNet, both settings, both budgets",
+        models=tuple(ZOO), settings=("default", "headroom"), budgets=("chapter", "long"), seeds=tuple(range(5)),
+    ),
+    "ablations": Grid(
+        "ablations", "the chapters' ablations (CBAM's halves and order, Gather-Excite's extents) and their "
+        "own baseline; the full CBAM and GE rows are the zoo's",
+        models=("resnet", *VARIANTS), settings=("default", "headroom"), budgets=("chapter",),
+        seeds=tuple(range(5)),
+    ),
+}
+
+
+class UnknownNameError(ValueError):
+    """A setting, budget, model or grid name the study does not know; the message lists the valid ones."""
+
+
+def _lookup(table, name, kind):
+    if not isinstance(name, str) or name not in table:
+        raise UnknownNameError(f"Unknown {kind} {name!r}. Valid names: {', '.join(table)}.")
+    return table[name]
+
+
+def get_setting(name):
+    """The :class:`Setting` called ``name``; a ValueError lists the valid names."""
+    return _lookup(SETTINGS, name, "setting")
+
+
+def get_budget(name):
+    """The :class:`Budget` called ``name``; a ValueError lists the valid names."""
+    return _lookup(BUDGETS, name, "budget")
+
+
+def get_model(name):
+    """The :class:`ZooEntry` called ``name`` (zoo or variant); a ValueError lists the valid names."""
+    return _lookup(MODELS, name, "model")
+
+
+def get_grid(name):
+    """The :class:`Grid` called ``name``; a ValueError lists the valid names."""
+    return _lookup(GRIDS, name, "grid")
+
+
+def missing_from_zoo():
+    """Registered attention names that have no row in :data:`ZOO` (a new mechanism must add one)."""
+    used = {entry.attention for entry in ZOO.values()}
+    return sorted(set(ATTENTION) - used)

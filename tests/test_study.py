@@ -1,0 +1,293 @@
+"""The study: settings and zoo table, results files, the runner (resumable), the report and the CLI."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from attn_course.attention import ATTENTION
+from attn_course.study import (
+    BUDGETS,
+    GRIDS,
+    MODELS,
+    SETTINGS,
+    ZOO,
+    Budget,
+    Grid,
+    ResultsFileError,
+    UnknownNameError,
+    build_model,
+    format_report,
+    get_budget,
+    get_grid,
+    get_model,
+    get_setting,
+    mean_interval,
+    missing_from_zoo,
+    paired_differences,
+    read_results,
+    run_grid,
+    run_one,
+    summarise,
+)
+from attn_course.study import runner as runner_module
+from attn_course.study.__main__ import main
+from attn_course.study.results import COLUMNS, append_result
+
+# --- settings and the zoo table ---------------------------------------------------------------
+
+
+def test_every_registered_mechanism_has_a_zoo_row():
+    assert missing_from_zoo() == [], "add a row for each new mechanism to attn_course/study/settings.py ZOO"
+    assert ZOO["resnet"].attention is None
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_study_model_builds_and_keeps_the_image_shape(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, 10)
+    entry = get_model(name)
+    kinds = {type(block.attention).__name__ for stage in model.stages for block in stage}
+    if entry.attention is None:
+        assert kinds == {"Identity"}
+    else:
+        assert ATTENTION[entry.attention].__name__ in kinds
+
+
+def test_psa_sits_in_the_last_stage_only():
+    model = build_model("psa")
+    assert [type(stage[0].attention).__name__ for stage in model.stages] == \
+        ["Identity", "Identity", "PointwiseSpatialAttention"]
+
+
+def test_budgets_and_settings_are_valid():
+    assert BUDGETS["long"].epochs > BUDGETS["chapter"].epochs
+    # The two budgets differ only in how long they train: the same images.
+    chapter, long = BUDGETS["chapter"], BUDGETS["long"]
+    assert chapter.loader_kwargs() == long.loader_kwargs() and chapter.lr == long.lr
+    from attn_course.data import make_cluttered_digits
+
+    for setting in SETTINGS.values():
+        assert make_cluttered_digits(4, seed=0, **setting.data).images.shape == (4, 1, 32, 32)
+
+
+@pytest.mark.parametrize("lookup, kind", [(get_setting, "setting"), (get_budget, "budget"), (get_model, "model"),
+                                          (get_grid, "grid")])
+def test_unknown_names_raise_with_the_valid_ones(lookup, kind):
+    with pytest.raises(UnknownNameError, match=rf"Unknown {kind} 'nope'\. Valid names: .+"):
+        lookup("nope")
+    assert issubclass(UnknownNameError, ValueError)
+
+
+def test_grid_order_puts_every_model_of_a_seed_before_the_next_seed():
+    grid = GRIDS["zoo"]
+    runs = grid.runs()
+    assert len(runs) == len(set(runs)) == len(grid.models) * len(grid.settings) * len(grid.budgets) * len(grid.seeds)
+    assert len(grid.seeds) >= 5 and set(grid.models) == set(ZOO)
+    first = runs[: len(grid.models) * len(grid.settings)]
+    assert {r[3] for r in first} == {0} and {r[2] for r in first} == {"chapter"}
+    assert runs[-1][2] == "long"
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def test_mean_interval_uses_student_t():
+    values = [0.91, 0.93, 0.92, 0.95, 0.90]
+    mean, sd, low, high, n = mean_interval(values)
+    assert n == 5 and math.isclose(mean, np.mean(values)) and math.isclose(sd, np.std(values, ddof=1))
+    half = 2.7764451051977934 * sd / math.sqrt(5)  # t(0.975, 4), not 1.96
+    assert math.isclose(low, mean - half) and math.isclose(high, mean + half)
+    assert math.isnan(mean_interval([0.5])[2])
+
+
+def _rows(values, setting="default", budget="chapter"):
+    return [{"setting": setting, "budget": budget, "mechanism": m, "seed": s, "test_accuracy": v}
+            for m, by_seed in values.items() for s, v in enumerate(by_seed)]
+
+
+def test_paired_differences_are_seed_by_seed():
+    base = [0.90, 0.80, 0.95, 0.85, 0.70]
+    better = [b + 0.01 + 0.001 * i for i, b in enumerate(base)]  # always one point better, seeds vary a lot
+    noise = [b + d for b, d in zip(base, [0.02, -0.03, 0.01, -0.02, 0.015])]
+    diffs = {d["mechanism"]: d for d in paired_differences(_rows({"resnet": base, "se": better, "cbam": noise}))}
+    expected = np.array(better) - np.array(base)
+    assert math.isclose(diffs["se"]["mean"], expected.mean())
+    assert diffs["se"]["verdict"] == "better" and diffs["se"]["ci_low"] > 0
+    assert diffs["cbam"]["verdict"] == "no measurable difference"
+    # Unpaired, the same effect would be invisible: the seeds' spread swamps one point.
+    se_summary = [s for s in summarise(_rows({"resnet": base, "se": better})) if s["mechanism"] == "se"][0]
+    assert se_summary["ci_high"] - se_summary["ci_low"] > 0.1
+
+
+def test_paired_differences_pair_only_shared_seeds_and_say_when_too_few():
+    rows = _rows({"resnet": [0.9, 0.8], "se": [0.95]})
+    (d,) = paired_differences(rows)
+    assert d["n"] == 1 and d["verdict"] == "too few seeds"
+
+
+def test_report_text_names_models_and_intervals():
+    text = format_report(_rows({"resnet": [0.9, 0.8, 0.85], "se": [0.92, 0.83, 0.86]}), order=("resnet", "se"))
+    assert "setting default, budget chapter" in text and "resnet" in text and "paired difference" in text
+    assert "+2.00" in text  # (2 + 3 + 1) / 3 points
+
+
+# --- results files ----------------------------------------------------------------------------
+
+
+def _row(**changes):
+    row = {c: "x" for c in COLUMNS}
+    row.update(grid="g", setting="default", mechanism="resnet", budget="chapter", seed=0, test_accuracy=0.5,
+               final_train_loss=1.0, test_accuracy_curve=[0.4, 0.5], train_loss_curve=[2.0, 1.0], train_seconds=1.0,
+               params=10, mflops=1.0, gate_pointing_game=float("nan"), gate_energy_in_box=float("nan"),
+               gradcam_pointing_game=0.9, gradcam_energy_in_box=0.5, threads=2, dirty=False)
+    row.update(changes)
+    return row
+
+
+def test_results_round_trip(tmp_path):
+    path = tmp_path / "g.csv"
+    append_result(path, _row())
+    append_result(path, _row(seed=1, test_accuracy=0.75))
+    rows = read_results(path, "g")
+    assert [r["seed"] for r in rows] == [0, 1] and rows[1]["test_accuracy"] == 0.75
+    assert rows[0]["test_accuracy_curve"] == [0.4, 0.5] and math.isnan(rows[0]["gate_pointing_game"])
+    assert path.read_text().count("\n") == 3
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda text: text[:-5], r"last line is cut short"),
+    (lambda text: text.replace("default", "default,extra", 1), r"line 2: 24 fields, expected 23"),
+    (lambda text: "a,b\n" + text.split("\n", 1)[1], r"the header is"),
+    (lambda text: "", r"the file is empty"),
+    (lambda text: text + text.split("\n", 1)[1], r"appears twice"),
+    (lambda text: text.replace(",0.5,", ",half,", 1), r"does not parse"),
+])
+def test_damaged_results_files_are_refused_and_left_as_they_are(tmp_path, damage, match):
+    path = tmp_path / "g.csv"
+    append_result(path, _row())
+    path.write_text(damage(path.read_text()))
+    before = path.read_bytes()
+    with pytest.raises(ResultsFileError, match=match) as error:
+        read_results(path, "g")
+    assert str(path) in str(error.value)
+    assert path.read_bytes() == before
+
+
+def test_rows_of_another_grid_are_refused(tmp_path):
+    path = tmp_path / "g.csv"
+    append_result(path, _row(grid="other"))
+    with pytest.raises(ResultsFileError, match=r"a row of grid 'other' in the file of grid 'g'"):
+        read_results(path, "g")
+
+
+def test_a_missing_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(ResultsFileError, match=r"no such results file.*run GRID"):
+        read_results(tmp_path / "none.csv")
+
+
+# --- the runner -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A budget and a grid small enough for a unit test (a few seconds on a CPU)."""
+    budgets = dict(BUDGETS, tiny=Budget("tiny", "for tests", epochs=1, n_train=64, n_test=32, batch_size=32))
+    grids = dict(GRIDS, tiny=Grid("tiny", "for tests", models=("resnet", "cbam", "psa"), settings=("default",),
+                                  budgets=("tiny",), seeds=(0, 1)))
+    monkeypatch.setattr("attn_course.study.settings.BUDGETS", budgets)
+    monkeypatch.setattr("attn_course.study.settings.GRIDS", grids)
+    return grids["tiny"]
+
+
+def test_run_one_records_every_column_and_is_reproducible(tiny):
+    row = run_one("default", "cbam", "tiny", seed=3, grid="tiny", device="cpu")
+    assert set(COLUMNS) <= set(row)
+    assert len(row["test_accuracy_curve"]) == 1 and 0 <= row["test_accuracy"] <= 1
+    assert row["params"] == sum(p.numel() for p in build_model("cbam").parameters())
+    assert 0 <= row["gate_pointing_game"] <= 1 and 0 <= row["gradcam_pointing_game"] <= 1
+    again = run_one("default", "cbam", "tiny", seed=3, grid="tiny", device="cpu")
+    assert again["test_accuracy"] == row["test_accuracy"] and again["train_loss_curve"] == row["train_loss_curve"]
+    other = run_one("default", "cbam", "tiny", seed=4, grid="tiny", device="cpu")
+    assert other["train_loss_curve"] != row["train_loss_curve"]
+
+
+def test_models_without_spatial_gates_have_no_gate_scores(tiny):
+    for name in ("resnet", "psa"):  # no gate at all; softmax maps between positions, not gates
+        row = run_one("default", name, "tiny", seed=0, device="cpu")
+        assert math.isnan(row["gate_pointing_game"]) and not math.isnan(row["gradcam_pointing_game"])
+
+
+def test_a_grid_resumes_and_a_crash_loses_no_finished_row(tiny, tmp_path, monkeypatch):
+    assert run_grid("tiny", tmp_path, device="cpu", limit=2, progress=False) == 2
+    first = (tmp_path / "tiny.csv").read_text()
+    real_run_one, calls = runner_module.run_one, []
+
+    def crash_on_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("power cut")
+        return real_run_one(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_one", crash_on_second)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_grid("tiny", tmp_path, device="cpu", progress=False)
+    text = (tmp_path / "tiny.csv").read_text()
+    assert text.startswith(first) and text.count("\n") == 1 + 3  # header, two old rows, one new
+    monkeypatch.setattr(runner_module, "run_one", real_run_one)
+    assert run_grid("tiny", tmp_path, device="cpu", progress=False) == 3
+    rows = read_results(tmp_path / "tiny.csv", "tiny")
+    assert sorted((r["mechanism"], r["seed"]) for r in rows) == sorted((m, s) for m in tiny.models for s in tiny.seeds)
+    assert run_grid("tiny", tmp_path, device="cpu", progress=False) == 0  # nothing left, nothing rewritten
+    assert (tmp_path / "tiny.csv").read_text().startswith(text)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_report_and_reproduce(tiny, tmp_path, capsys):
+    run_grid("tiny", tmp_path, device="cpu", limit=3, progress=False)
+    assert main(["report", "tiny", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "grid tiny: 3 runs" in out and "setting default, budget tiny" in out
+    args = ["reproduce", "--grid", "tiny", "--mechanism", "cbam", "--budget", "tiny", "--seed", "0",
+            "--results", str(tmp_path)]
+    assert main(args) == 0
+    assert "reproduced" in capsys.readouterr().out
+    # A stored value that differs: the command says so and fails.
+    path = tmp_path / "tiny.csv"
+    lines = path.read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[COLUMNS.index("test_accuracy")] = "0.0001"
+    path.write_text("\n".join([lines[0], lines[1], ",".join(fields), *lines[3:]]) + "\n")
+    assert main(args) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["report", "nope"], r"Unknown grid 'nope'\. Valid names: zoo"),
+    (["run", "nope"], r"Unknown grid 'nope'"),
+    (["bench", "resnet", "sqeeze"], r"Unknown model 'sqeeze'"),
+])
+def test_cli_unknown_names_exit_2_with_the_valid_names(argv, match, capsys):
+    assert main(argv) == 2
+    assert pytest.importorskip("re").search(match, capsys.readouterr().err)
+
+
+def test_cli_report_of_a_missing_file_exits_2(tmp_path, capsys):
+    assert main(["report", "zoo", "--results", str(tmp_path)]) == 2
+    assert "no such results file" in capsys.readouterr().err
+
+
+def test_cli_bench_prints_ratios(capsys):
+    assert main(["bench", "resnet", "se", "--batch-size", "4", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "1.00 x resnet" in out and "se" in out
+
+
+def test_cli_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in [*SETTINGS, *BUDGETS, *MODELS, *GRIDS])
