@@ -58,7 +58,7 @@ def evaluate(model, loader, device=None):
 
 
 def fit(model, train_loader, test_loader=None, epochs=3, lr=3e-3, device=None, loss_fn=None,
-        progress=True, desc="training"):
+        progress=True, desc="training", on_epoch_end=None):
     """Train ``model`` with AdamW and a one-cycle learning rate; return a :class:`History`.
 
     Args:
@@ -71,9 +71,14 @@ def fit(model, train_loader, test_loader=None, epochs=3, lr=3e-3, device=None, l
         loss_fn: defaults to cross-entropy; gets ``(logits, targets)``.
         progress: show a tqdm progress bar over the batches.
         desc: label of the progress bar.
+        on_epoch_end: called as ``on_epoch_end(epoch, model)`` after each epoch (epoch counts from
+            1), to look at the model mid-training; it must not change the model (work on a
+            ``copy.deepcopy`` of it to run it in training mode).
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}.")
+    if len(train_loader) == 0:
+        raise ValueError("train_loader has no batches: is its data set empty?")
     device = device or get_device()
     loss_fn = loss_fn or F.cross_entropy
     model.to(device).train()
@@ -105,6 +110,9 @@ def fit(model, train_loader, test_loader=None, epochs=3, lr=3e-3, device=None, l
             history.test_accuracy.append(evaluate(model, test_loader, device))
             postfix["test acc"] = f"{history.test_accuracy[-1]:.3f}"
         bar.set_postfix(postfix)
+        if on_epoch_end is not None:
+            with eval_mode(model):  # restores training mode for the next epoch, whatever the callback did
+                on_epoch_end(epoch + 1, model)
     bar.close()
     history.seconds = time.perf_counter() - start
     return history

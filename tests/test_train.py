@@ -115,7 +115,7 @@ def test_fit_custom_loss_is_used():
 @pytest.mark.parametrize("epochs", [0, -1])
 def test_fit_rejects_no_epochs(epochs):
     train, _ = loaders()
-    with pytest.raises(ValueError, match=f"epochs must be at least 1, got {epochs}"):
+    with pytest.raises(ValueError, match=f"epochs must be an int >= 1, got {epochs}"):
         fit(small_net(), train, epochs=epochs, progress=False)
 
 
@@ -151,3 +151,34 @@ def test_evaluate_dense_targets():
         pred = model(x).argmax(1)
     manual = sum(int(pred[b, i, j] == y[b, i, j]) for b in range(7) for i in range(4) for j in range(5)) / 140
     assert evaluate(model, loader) == pytest.approx(manual)
+
+
+def test_on_epoch_end_sees_each_epoch_in_eval_mode_and_changes_nothing():
+    from attn_course.data import make_loaders
+    from attn_course.models import ResNet
+    from attn_course.train import fit, set_seed
+
+    fresh = lambda: make_loaders(n_train=64, n_test=32, batch_size=32, seed=0)  # noqa: E731 (same batch order)
+    seen = []
+
+    def look(epoch, model):
+        seen.append((epoch, model.training))
+        model.train()  # a careless callback: fit puts the model back in training mode
+
+    set_seed(0)
+    watched = fit(ResNet(), *fresh(), epochs=2, device="cpu", progress=False, on_epoch_end=look)
+    set_seed(0)
+    plain = fit(ResNet(), *fresh(), epochs=2, device="cpu", progress=False)
+    assert seen == [(1, False), (2, False)]
+    assert watched.train_loss == plain.train_loss and watched.test_accuracy == plain.test_accuracy
+
+
+@pytest.mark.parametrize("epochs", [1.5, 0, "3", True])
+def test_fit_refuses_bad_epochs(epochs):
+    from attn_course.data import make_loaders
+    from attn_course.models import ResNet
+    from attn_course.train import fit
+
+    train_loader, _ = make_loaders(n_train=8, n_test=8, batch_size=4, seed=0)
+    with pytest.raises(ValueError, match=r"epochs must be an int >= 1"):
+        fit(ResNet(), train_loader, epochs=epochs, device="cpu", progress=False)

@@ -30,6 +30,7 @@ from .settings import (
     get_setting,
     missing_from_zoo,
 )
+from .tables import describe_effect, effect_table
 
 
 def load_results(grid):
@@ -41,4 +42,5 @@ def load_results(grid):
 __all__ = ["BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARIANTS", "ZOO", "COLUMNS", "Budget", "Grid", "Setting",
            "ZooEntry", "UnknownNameError", "ResultsFileError", "get_budget", "get_grid", "get_model", "get_setting",
            "missing_from_zoo", "build_model", "run_one", "run_grid", "read_results", "results_path",
-           "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report"]
+           "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report",
+           "effect_table", "describe_effect"]

@@ -4,6 +4,7 @@ import platform
 import subprocess
 import time
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -45,18 +46,41 @@ def spatial_gate_maps(model, images, device):
     return resize_maps(spatial[-1].float().mean(1), tuple(images.shape[-2:]))  # the deepest: modules in order
 
 
-def provenance():
-    """Where a row was computed: torch version, CPU, threads, and the git commit (dirty if the tree was)."""
+@lru_cache(maxsize=1)
+def _code_version():
+    """The git commit of the package's code, and whether it differed from that commit ("dirty").
+
+    Read once per process, when the first run starts: that is the code the process imported.
+    Only ``attn_course/`` and ``pyproject.toml`` count, since only they change what a run computes.
+    """
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "attn_course",
+                                     "pyproject.toml"], cwd=root, capture_output=True, text=True,
+                                    check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", True  # not a git checkout (an installed package): say so
-    return {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "commit": commit, "dirty": dirty}
+    return commit, dirty
+
+
+def provenance():
+    """Where a row was computed: torch version, CPU, threads, and the git commit of the code."""
+    commit, dirty = _code_version()
+    return {"torch": torch.__version__, "cpu": _cpu_name(), "threads": torch.get_num_threads(),
+            "commit": commit, "dirty": dirty}
+
+
+def _cpu_name():
+    """The CPU's model name (Linux's /proc/cpuinfo), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip().replace(",", " ")
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run_one(setting, model, budget, seed, grid="", device=None, progress=False):

@@ -1,0 +1,82 @@
+"""What a chapter shows of the study: a mechanism's rows as a table, and sentences that say what they support.
+
+A chapter calls, for its mechanism::
+
+    rows = load_results("zoo")
+    Markdown(effect_table(rows, "se"))                  # both settings, both budgets, with intervals
+    sentence = describe_effect(rows, "se", "default", "long")
+    glue("se_default_long", sentence, display=False)   # and print(sentence) for Jupyter and Colab
+
+Every number comes from the committed rows, so the prose cannot drift from them; where the study
+has fewer runs than planned, the sentences say how many there are.
+"""
+
+from .report import paired_differences, summarise
+
+SETTING_ORDER = ("default", "headroom")
+BUDGET_ORDER = ("chapter", "long")
+
+
+def _points(value):
+    return f"{100 * value:+.1f}"
+
+
+def _cell(summary):
+    if summary is None:
+        return "not run yet"
+    if summary["n"] < 2:
+        return f"{100 * summary['mean']:.1f} (n = 1)"
+    return f"{100 * summary['mean']:.1f} [{100 * summary['ci_low']:.1f}, {100 * summary['ci_high']:.1f}]"
+
+
+def _lookup(rows, metric):
+    summaries = {(s["setting"], s["budget"], s["mechanism"]): s for s in summarise(rows, metric)}
+    diffs = {(d["setting"], d["budget"], d["mechanism"]): d for d in paired_differences(rows, metric)}
+    return summaries, diffs
+
+
+def effect_table(rows, mechanisms, baseline="resnet"):
+    """A Markdown table: per setting and budget, the baseline's and each mechanism's test accuracy
+    (mean and 95% interval over seeds, in %) and the paired difference in points, with its verdict."""
+    mechanisms = [mechanisms] if isinstance(mechanisms, str) else list(mechanisms)
+    summaries, diffs = _lookup(rows, "test_accuracy")
+    header = ["setting", "budget", "seeds", f"{baseline} (%)"]
+    for m in mechanisms:
+        header += [f"{m} (%)", f"{m} − {baseline} (points)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for setting in SETTING_ORDER:
+        for budget in BUDGET_ORDER:
+            base = summaries.get((setting, budget, baseline))
+            if base is None and not any((setting, budget, m) in summaries for m in mechanisms):
+                continue
+            cells = [setting, budget, str(base["n"] if base else 0), _cell(base)]
+            for m in mechanisms:
+                d = diffs.get((setting, budget, m))
+                cells.append(_cell(summaries.get((setting, budget, m))))
+                if d is None or d["n"] < 2:
+                    cells.append("–")
+                else:
+                    cells.append(f"{_points(d['mean'])} [{_points(d['ci_low'])}, {_points(d['ci_high'])}]: "
+                                 f"{d['verdict']}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def describe_effect(rows, mechanism, setting, budget, name=None, baseline="resnet"):
+    """One sentence on ``mechanism``'s paired difference from ``baseline`` in one setting and budget."""
+    name = name or mechanism
+    _, diffs = _lookup(rows, "test_accuracy")
+    d = diffs.get((setting, budget, mechanism))
+    where = f"in the {setting} setting at the {budget} budget"
+    if d is None or d["n"] < 2:
+        n = 0 if d is None else d["n"]
+        return f"The study has {n} paired run{'s' if n != 1 else ''} of {name} {where}: too few to say anything yet."
+    interval = f"{_points(d['mean'])} points (95% CI {_points(d['ci_low'])} to {_points(d['ci_high'])}, {d['n']} seeds)"
+    verdict = {"no measurable difference": "no measurable difference",
+               "better": f"better than the {baseline_name(baseline)}",
+               "worse": f"worse than the {baseline_name(baseline)}"}[d["verdict"]]
+    return f"{where[0].upper()}{where[1:]}, {name} changes test accuracy by {interval}: {verdict}."
+
+
+def baseline_name(baseline):
+    return "plain ResNet" if baseline == "resnet" else baseline
