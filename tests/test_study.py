@@ -63,7 +63,7 @@ def test_psa_sits_in_the_last_stage_only():
 
 
 def test_budgets_and_settings_are_valid():
-    assert BUDGETS["long"].epochs > BUDGETS["chapter"].epochs
+    assert BUDGETS["long"].epochs > BUDGETS["chapter"].epochs and "segmentation" in BUDGETS
     # The two budgets differ only in how long they train: the same images.
     chapter, long = BUDGETS["chapter"], BUDGETS["long"]
     assert chapter.loader_kwargs() == long.loader_kwargs() and chapter.lr == long.lr

@@ -82,6 +82,10 @@ BUDGETS = {
         "long", "the same data, trained until the plain ResNet's test accuracy has stopped improving",
         epochs=20, n_train=4000, n_test=2000,
     ),
+    "segmentation": Budget(
+        "segmentation", "chapter 05's run: per-pixel classes, a small encoder-decoder (attn_course.segmentation)",
+        epochs=4, n_train=3000, n_test=1000,
+    ),
 }
 
 # The mechanisms on the course's small ResNet (3 stages of 16, 32 and 64 channels at 32, 16 and
