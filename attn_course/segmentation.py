@@ -69,6 +69,12 @@ class SegmentationNet(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, H, W)
 
 
+def conv_head(channels):
+    """A head of local context only, to compare attention heads with: one residual block of two 3x3
+    convolutions (:class:`~attn_course.models.BasicBlock`), at the same place and resolution."""
+    return BasicBlock(channels, channels)
+
+
 def segmentation_dataset(n, split="train", seed=0, **data_kwargs):
     """A :class:`~torch.utils.data.TensorDataset` of (images (N, 1, H, W), targets (N, H, W))."""
     data = make_cluttered_digits(n, split, seed=seed, **data_kwargs)
@@ -108,5 +114,5 @@ def segmentation_scores(model, loader, num_classes=NUM_CLASSES, device=None):
     }
 
 
-__all__ = ["NUM_CLASSES", "SegmentationNet", "segmentation_dataset", "make_segmentation_loaders",
+__all__ = ["NUM_CLASSES", "SegmentationNet", "conv_head", "segmentation_dataset", "make_segmentation_loaders",
            "predict_masks", "segmentation_scores"]

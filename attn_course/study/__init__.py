@@ -16,6 +16,7 @@ from .settings import (
     BUDGETS,
     GRIDS,
     MODELS,
+    SEGMENTATION_HEADS,
     SETTINGS,
     VARIANTS,
     ZOO,
@@ -39,7 +40,8 @@ def load_results(grid):
     return read_results(packaged_results(grid), grid)
 
 
-__all__ = ["BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARIANTS", "ZOO", "COLUMNS", "Budget", "Grid", "Setting",
+__all__ = ["SEGMENTATION_HEADS", "BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARIANTS", "ZOO", "COLUMNS",
+           "Budget", "Grid", "Setting",
            "ZooEntry", "UnknownNameError", "ResultsFileError", "get_budget", "get_grid", "get_model", "get_setting",
            "missing_from_zoo", "build_model", "run_one", "run_grid", "read_results", "results_path",
            "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report",

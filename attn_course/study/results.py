@@ -12,17 +12,19 @@ from importlib import resources
 from pathlib import Path
 
 # The columns of every results file, in order. ``*_curve`` columns hold one value per epoch,
-# separated by spaces. Scores of the gates are empty for models without spatial gates.
+# separated by spaces. Scores of the gates are empty for models without spatial gates. For the
+# segmentation grid, ``test_accuracy`` is the pixel accuracy and ``test_miou`` the mean IoU
+# (empty for classification); Grad-CAM columns are empty there.
 COLUMNS = (
     "grid", "setting", "mechanism", "budget", "seed",
-    "test_accuracy", "final_train_loss", "test_accuracy_curve", "train_loss_curve",
+    "test_accuracy", "test_miou", "final_train_loss", "test_accuracy_curve", "train_loss_curve",
     "train_seconds", "params", "mflops",
     "gate_pointing_game", "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box",
     "torch", "device", "cpu", "threads", "commit", "dirty", "finished_utc",
 )
 KEY = ("setting", "mechanism", "budget", "seed")
 INTEGER_COLUMNS = ("seed", "params", "threads")
-FLOAT_COLUMNS = ("test_accuracy", "final_train_loss", "train_seconds", "mflops", "gate_pointing_game",
+FLOAT_COLUMNS = ("test_accuracy", "test_miou", "final_train_loss", "train_seconds", "mflops", "gate_pointing_game",
                  "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box")
 
 

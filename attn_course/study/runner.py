@@ -15,14 +15,21 @@ from ..data import make_loaders
 from ..explain import grad_cam
 from ..metrics import energy_in_box, pointing_game, resize_maps
 from ..models import AttentionRecorder, ResNet, eval_mode
+from ..segmentation import SegmentationNet, conv_head, make_segmentation_loaders, segmentation_scores
 from ..train import fit, get_device, set_seed
 from .results import KEY, append_result, read_results, results_path
-from .settings import get_budget, get_grid, get_model, get_setting
+from .settings import SEGMENTATION_HEADS, get_budget, get_grid, get_model, get_setting
 
 
 def build_model(name):
-    """The small ResNet of the study's model ``name`` (a zoo row or a variant), freshly initialised."""
-    return ResNet(**get_model(name).model_kwargs())
+    """The study's model ``name``, freshly initialised: the small ResNet of a zoo row or variant, or
+    the segmentation network of a head of :data:`~attn_course.study.settings.SEGMENTATION_HEADS`."""
+    entry = get_model(name)
+    if name in SEGMENTATION_HEADS:
+        if entry.attention == "conv":
+            return SegmentationNet(attention=conv_head)
+        return SegmentationNet(**entry.model_kwargs(with_stages=False))
+    return ResNet(**entry.model_kwargs())
 
 
 def spatial_gate_maps(model, images, device):
@@ -89,26 +96,36 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
     The data, the shuffling and the initial weights all follow from ``seed``, so a run is
     reproducible: on one machine, bit for bit.
     """
-    setting_, entry, budget_ = get_setting(setting), get_model(model), get_budget(budget)
-    del entry  # looked up only to validate the name before any work
+    setting_, budget_ = get_setting(setting), get_budget(budget)
+    get_model(model)  # validate the name before any work
+    segmentation = model in SEGMENTATION_HEADS
     device = torch.device(device) if device is not None else get_device()
-    train_loader, test_loader = make_loaders(seed=seed, **budget_.loader_kwargs(), **setting_.data)
+    loaders = make_segmentation_loaders if segmentation else make_loaders
+    train_loader, test_loader = loaders(seed=seed, **budget_.loader_kwargs(), **setting_.data)
     set_seed(seed)
     net = build_model(model)
     history = fit(net, train_loader, test_loader, epochs=budget_.epochs, lr=budget_.lr, device=device,
                   progress=progress, desc=f"{model} {setting} {budget} seed {seed}")
-    test = test_loader.dataset
+    images = test_loader.dataset.tensors[0] if segmentation else test_loader.dataset.images
     row = {"grid": grid, "setting": setting, "mechanism": model, "budget": budget, "seed": seed,
-           "test_accuracy": history.final_test_accuracy, "final_train_loss": history.train_loss[-1],
+           "test_accuracy": history.final_test_accuracy, "test_miou": float("nan"),
+           "final_train_loss": history.train_loss[-1],
            "test_accuracy_curve": history.test_accuracy, "train_loss_curve": history.train_loss,
            "train_seconds": history.seconds, "params": count_parameters(net),
-           "mflops": count_flops(net, (1, *test.images.shape[1:])) / 1e6, "device": device.type}
-    gates = spatial_gate_maps(net, test.images, device)
-    row["gate_pointing_game"] = pointing_game(gates, test.boxes) if gates is not None else float("nan")
-    row["gate_energy_in_box"] = energy_in_box(gates, test.boxes) if gates is not None else float("nan")
-    cam = torch.cat([grad_cam(net, net.stages[-1], batch) for batch in test.images.split(512)])
-    row["gradcam_pointing_game"] = pointing_game(cam, test.boxes)
-    row["gradcam_energy_in_box"] = energy_in_box(cam, test.boxes)
+           "mflops": count_flops(net, (1, *images.shape[1:])) / 1e6, "device": device.type,
+           "gate_pointing_game": float("nan"), "gate_energy_in_box": float("nan"),
+           "gradcam_pointing_game": float("nan"), "gradcam_energy_in_box": float("nan")}
+    if segmentation:
+        row["test_miou"] = segmentation_scores(net, test_loader, device=device)["mIoU"]
+    else:
+        test = test_loader.dataset
+        gates = spatial_gate_maps(net, test.images, device)
+        if gates is not None:
+            row["gate_pointing_game"] = pointing_game(gates, test.boxes)
+            row["gate_energy_in_box"] = energy_in_box(gates, test.boxes)
+        cam = torch.cat([grad_cam(net, net.stages[-1], batch) for batch in test.images.split(512)])
+        row["gradcam_pointing_game"] = pointing_game(cam, test.boxes)
+        row["gradcam_energy_in_box"] = energy_in_box(cam, test.boxes)
     row.update(provenance())
     row["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return row

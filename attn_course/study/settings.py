@@ -52,11 +52,12 @@ class ZooEntry:
     stages: tuple | None = None
     why: str = ""
 
-    def model_kwargs(self):
-        """Keyword arguments of :class:`attn_course.models.ResNet` for this entry."""
+    def model_kwargs(self, with_stages=True):
+        """Keyword arguments of :class:`attn_course.models.ResNet` for this entry (``stages`` left out
+        for networks with one attention slot, such as :class:`attn_course.segmentation.SegmentationNet`)."""
         if self.attention is None:
             return {}
-        return {"attention": self.attention, "stages": self.stages, **self.kwargs}
+        return {"attention": self.attention, **({"stages": self.stages} if with_stages else {}), **self.kwargs}
 
 
 SETTINGS = {
@@ -111,7 +112,14 @@ VARIANTS = {
     "ge-global": ZooEntry("ge", {"extent": 0}, why="GE-theta-minus, global extent: SE without its MLP"),
 }
 
-MODELS = {**ZOO, **VARIANTS}
+# Chapter 05's task: per-pixel classes (attn_course.segmentation.SegmentationNet), one head at stride 4.
+SEGMENTATION_HEADS = {
+    "seg-none": ZooEntry(None, why="no head: the encoder's stride-4 features go straight to the decoder"),
+    "seg-psa": ZooEntry("psa", {"reduction": 4, "feature_size": 8}, why="PSA on the 8 x 8 stride-4 features"),
+    "seg-conv": ZooEntry("conv", why="a residual block of two 3x3 convolutions: the same place, local context only"),
+}
+
+MODELS = {**ZOO, **VARIANTS, **SEGMENTATION_HEADS}
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,10 @@ GRIDS = {
     "zoo": Grid(
         "zoo", "every registered mechanism beside the plain ResNet, both settings, both budgets",
         models=tuple(ZOO), settings=("default", "headroom"), budgets=("chapter", "long"), seeds=tuple(range(5)),
+    ),
+    "segmentation": Grid(
+        "segmentation", "chapter 05: no head, the PSA head and a convolutional head of the same depth",
+        models=tuple(SEGMENTATION_HEADS), settings=("default",), budgets=("segmentation",), seeds=tuple(range(5)),
     ),
     "ablations": Grid(
         "ablations", "the chapters' ablations (CBAM's halves and order, Gather-Excite's extents) and their "
