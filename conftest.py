@@ -1,10 +1,16 @@
-"""Print how long each notebook took under nbval: the course's budget is 60 s per chapter on a 2-core CPU."""
+"""Print how long each notebook took under nbval, against the course's one time budget.
+
+The budget, quoted by the README and the instructors' guide (tests/test_time_budget.py checks
+that they agree): a chapter executes in at most CHAPTER_SECONDS on a 2-core CPU with no GPU;
+machines of that class differ by up to 1.5x, so HARD_LIMIT_SECONDS is the limit anywhere.
+"""
 
 from collections import defaultdict
 
 import pytest
 
-BUDGET_SECONDS = 60
+CHAPTER_SECONDS = 45
+HARD_LIMIT_SECONDS = 60
 _notebook_seconds = defaultdict(float)
 
 
@@ -18,7 +24,12 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     if not _notebook_seconds:
         return
-    terminalreporter.section("notebook execution times (budget: 60 s each on a 2-core CPU)")
+    terminalreporter.section(f"notebook execution times (budget: {CHAPTER_SECONDS} s each on a 2-core CPU, "
+                             f"{HARD_LIMIT_SECONDS} s at most anywhere)")
     for path, seconds in sorted(_notebook_seconds.items()):
-        flag = "" if seconds <= BUDGET_SECONDS else "   OVER BUDGET"
+        flag = ""
+        if seconds > HARD_LIMIT_SECONDS:
+            flag = "   OVER THE HARD LIMIT"
+        elif seconds > CHAPTER_SECONDS:
+            flag = "   over budget"
         terminalreporter.write_line(f"{seconds:7.1f} s  {path}{flag}")
