@@ -307,3 +307,37 @@ def test_cli_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in [*SETTINGS, *BUDGETS, *MODELS, *GRIDS])
+
+
+# --- what chapters show -----------------------------------------------------------------------
+
+
+def test_effect_table_and_sentences_follow_the_rows():
+    from attn_course.study import describe_effect, effect_table
+
+    base = [0.90, 0.80, 0.95, 0.85, 0.70]
+    rows = _rows({"resnet": base, "se": [b + 0.01 for b in base], "eca": [b - 0.02 for b in base]})
+    table = effect_table(rows, ["se", "eca"])
+    lines = table.splitlines()
+    assert lines[0].startswith("| setting | budget | seeds | resnet (%) | se (%) | se − resnet (points)")
+    assert len(lines) == 3 and "| default | chapter | 5 |" in lines[2]
+    assert "+1.0 [+1.0, +1.0]: better" in lines[2] and "-2.0 [-2.0, -2.0]: worse" in lines[2]
+    assert describe_effect(rows, "se", "default", "chapter", name="SE").startswith(
+        "In the default setting at the chapter budget, SE changes test accuracy by +1.0 points (95% CI +1.0 to +1.0, "
+        "5 seeds): better than the plain ResNet")
+    assert "too few to say anything yet" in describe_effect(rows, "se", "headroom", "long")
+    noisy = _rows({"resnet": base, "se": [b + d for b, d in zip(base, [0.02, -0.03, 0.01, -0.02, 0.015])]})
+    assert describe_effect(noisy, "se", "default", "chapter").endswith(": no measurable difference.")
+
+
+def test_effect_table_takes_another_metric_and_baseline():
+    from attn_course.study import describe_effect, effect_table
+
+    rows = [{"setting": "default", "budget": "segmentation", "mechanism": m, "seed": s, "test_miou": v}
+            for m, values in {"seg-none": [0.2, 0.25, 0.22], "seg-psa": [0.6, 0.7, 0.65]}.items()
+            for s, v in enumerate(values)]
+    table = effect_table(rows, "seg-psa", baseline="seg-none", metric="test_miou")
+    assert "| default | segmentation | 3 |" in table and ": better" in table
+    sentence = describe_effect(rows, "seg-psa", "default", "segmentation", name="the PSA head", baseline="seg-none",
+                               metric="test_miou", what="mIoU", baseline_label="no head")
+    assert "the PSA head changes mIoU by +42.7 points" in sentence and sentence.endswith("better than no head.")

@@ -14,7 +14,13 @@ has fewer runs than planned, the sentences say how many there are.
 from .report import paired_differences, summarise
 
 SETTING_ORDER = ("default", "headroom")
-BUDGET_ORDER = ("chapter", "long")
+BUDGET_ORDER = ("chapter", "long", "segmentation")
+
+
+def _present(rows, key, order):
+    """The values of ``key`` in ``rows``: those of ``order`` first, in its order, then any others."""
+    values = {row[key] for row in rows}
+    return [v for v in order if v in values] + sorted(values - set(order))
 
 
 def _points(value):
@@ -29,23 +35,23 @@ def _cell(summary):
     return f"{100 * summary['mean']:.1f} [{100 * summary['ci_low']:.1f}, {100 * summary['ci_high']:.1f}]"
 
 
-def _lookup(rows, metric):
+def _lookup(rows, metric, baseline):
     summaries = {(s["setting"], s["budget"], s["mechanism"]): s for s in summarise(rows, metric)}
-    diffs = {(d["setting"], d["budget"], d["mechanism"]): d for d in paired_differences(rows, metric)}
+    diffs = {(d["setting"], d["budget"], d["mechanism"]): d for d in paired_differences(rows, metric, baseline)}
     return summaries, diffs
 
 
-def effect_table(rows, mechanisms, baseline="resnet"):
-    """A Markdown table: per setting and budget, the baseline's and each mechanism's test accuracy
+def effect_table(rows, mechanisms, baseline="resnet", metric="test_accuracy"):
+    """A Markdown table: per setting and budget, the baseline's and each mechanism's ``metric``
     (mean and 95% interval over seeds, in %) and the paired difference in points, with its verdict."""
     mechanisms = [mechanisms] if isinstance(mechanisms, str) else list(mechanisms)
-    summaries, diffs = _lookup(rows, "test_accuracy")
+    summaries, diffs = _lookup(rows, metric, baseline)
     header = ["setting", "budget", "seeds", f"{baseline} (%)"]
     for m in mechanisms:
         header += [f"{m} (%)", f"{m} − {baseline} (points)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for setting in SETTING_ORDER:
-        for budget in BUDGET_ORDER:
+    for setting in _present(rows, "setting", SETTING_ORDER):
+        for budget in _present(rows, "budget", BUDGET_ORDER):
             base = summaries.get((setting, budget, baseline))
             if base is None and not any((setting, budget, m) in summaries for m in mechanisms):
                 continue
@@ -62,21 +68,18 @@ def effect_table(rows, mechanisms, baseline="resnet"):
     return "\n".join(lines)
 
 
-def describe_effect(rows, mechanism, setting, budget, name=None, baseline="resnet"):
+def describe_effect(rows, mechanism, setting, budget, name=None, baseline="resnet", metric="test_accuracy",
+                    what="test accuracy", baseline_label=None):
     """One sentence on ``mechanism``'s paired difference from ``baseline`` in one setting and budget."""
     name = name or mechanism
-    _, diffs = _lookup(rows, "test_accuracy")
+    _, diffs = _lookup(rows, metric, baseline)
     d = diffs.get((setting, budget, mechanism))
     where = f"in the {setting} setting at the {budget} budget"
     if d is None or d["n"] < 2:
         n = 0 if d is None else d["n"]
         return f"The study has {n} paired run{'s' if n != 1 else ''} of {name} {where}: too few to say anything yet."
     interval = f"{_points(d['mean'])} points (95% CI {_points(d['ci_low'])} to {_points(d['ci_high'])}, {d['n']} seeds)"
+    label = baseline_label or ("the plain ResNet" if baseline == "resnet" else baseline)
     verdict = {"no measurable difference": "no measurable difference",
-               "better": f"better than the {baseline_name(baseline)}",
-               "worse": f"worse than the {baseline_name(baseline)}"}[d["verdict"]]
-    return f"{where[0].upper()}{where[1:]}, {name} changes test accuracy by {interval}: {verdict}."
-
-
-def baseline_name(baseline):
-    return "plain ResNet" if baseline == "resnet" else baseline
+               "better": f"better than {label}", "worse": f"worse than {label}"}[d["verdict"]]
+    return f"{where[0].upper()}{where[1:]}, {name} changes {what} by {interval}: {verdict}."
