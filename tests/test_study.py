@@ -341,3 +341,18 @@ def test_effect_table_takes_another_metric_and_baseline():
     sentence = describe_effect(rows, "seg-psa", "default", "segmentation", name="the PSA head", baseline="seg-none",
                                metric="test_miou", what="mIoU", baseline_label="no head")
     assert "the PSA head changes mIoU by +42.7 points" in sentence and sentence.endswith("better than no head.")
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
+def test_committed_results_are_readable_clean_and_belong_to_their_grid(grid):
+    from attn_course.study import load_results, packaged_results
+
+    if not packaged_results(grid).is_file():
+        pytest.skip(f"results/{grid}.csv is not committed yet")
+    rows = load_results(grid)
+    runs = set(GRIDS[grid].runs())
+    for row in rows:
+        assert (row["setting"], row["mechanism"], row["budget"], row["seed"]) in runs, row
+        assert not row["dirty"], f"a row computed from uncommitted code: {row}"
+        assert len(row["test_accuracy_curve"]) == BUDGETS[row["budget"]].epochs
+        assert row["test_accuracy"] == row["test_accuracy_curve"][-1]
