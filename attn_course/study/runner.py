@@ -57,7 +57,8 @@ def spatial_gate_maps(model, images, device):
 def _code_version():
     """The git commit of the package's code, and whether it differed from that commit ("dirty").
 
-    Read once per process, when the first run starts: that is the code the process imported.
+    Read once per process, when this module is imported (see the call below the function): that
+    is the code the process runs, whatever happens to the files afterwards.
     Only ``attn_course/`` and ``pyproject.toml`` count, since only they change what a run computes.
     """
     root = Path(__file__).resolve().parents[2]
@@ -70,6 +71,9 @@ def _code_version():
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", True  # not a git checkout (an installed package): say so
     return commit, dirty
+
+
+_code_version()  # now, at import: later edits of the files do not change what this process runs
 
 
 def provenance():
