@@ -50,7 +50,15 @@ def command_list(args):
     return 0
 
 
+def _set_threads(args):
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"error: --threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
 def command_run(args):
+    _set_threads(args)
     made = run_grid(args.grid, args.results, device=args.device, limit=args.limit)
     print(f"{made} runs made; results in {results_path(args.grid, args.results)}")
     return 0
@@ -65,6 +73,7 @@ def command_report(args):
 
 def command_reproduce(args):
     rows = _read(args.grid, args.results)
+    _set_threads(args)
     stored = [r for r in rows if (r["mechanism"], r["budget"], r["seed"], r["setting"])
               == (args.mechanism, args.budget, args.seed, args.setting)]
     if not stored:
@@ -112,6 +121,8 @@ def parser():
     run.add_argument("--results", default="results", help="folder of the CSV files (default: results)")
     run.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     run.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    run.add_argument("--threads", type=int, default=None,
+                     help="CPU threads per run (default: torch's; 1 runs best beside other work)")
     report = sub.add_parser("report", help="means, 95%% intervals and paired differences of a grid")
     report.add_argument("grid", help=f"one of: {grid_names}")
     report.add_argument("--results", default=None, help="folder of the CSV files (default: the packaged results)")
@@ -124,6 +135,8 @@ def parser():
     again.add_argument("--setting", default="default")
     again.add_argument("--results", default=None, help="folder of the CSV files (default: the packaged results)")
     again.add_argument("--device", default="cpu")
+    again.add_argument("--threads", type=int, default=None,
+                       help="CPU threads (the stored row's thread count reproduces it bit for bit)")
     again.add_argument("--tolerance", type=float, default=None,
                        help=f"largest accepted difference (default: 0 on the machine kind that stored the row, "
                             f"else {CROSS_MACHINE_TOLERANCE})")
