@@ -73,7 +73,6 @@ def command_report(args):
 
 def command_reproduce(args):
     rows = _read(args.grid, args.results)
-    _set_threads(args)
     stored = [r for r in rows if (r["mechanism"], r["budget"], r["seed"], r["setting"])
               == (args.mechanism, args.budget, args.seed, args.setting)]
     if not stored:
@@ -81,6 +80,9 @@ def command_reproduce(args):
               f"{args.grid}", file=sys.stderr)
         return 2
     stored = stored[0]
+    if args.threads is None:
+        args.threads = stored["threads"]  # the row's own thread count: the same sums in the same order
+    _set_threads(args)
     fresh = run_one(args.setting, args.mechanism, args.budget, args.seed, grid=args.grid, device=args.device)
     same_machine = all(stored[k] == fresh[k] for k in ("torch", "cpu", "threads", "device"))
     tolerance = args.tolerance if args.tolerance is not None else (0.0 if same_machine else CROSS_MACHINE_TOLERANCE)
@@ -136,7 +138,7 @@ def parser():
     again.add_argument("--results", default=None, help="folder of the CSV files (default: the packaged results)")
     again.add_argument("--device", default="cpu")
     again.add_argument("--threads", type=int, default=None,
-                       help="CPU threads (the stored row's thread count reproduces it bit for bit)")
+                       help="CPU threads (default: the stored row's, which reproduces it bit for bit on its CPU)")
     again.add_argument("--tolerance", type=float, default=None,
                        help=f"largest accepted difference (default: 0 on the machine kind that stored the row, "
                             f"else {CROSS_MACHINE_TOLERANCE})")
