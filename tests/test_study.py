@@ -356,3 +356,13 @@ def test_committed_results_are_readable_clean_and_belong_to_their_grid(grid):
         assert not row["dirty"], f"a row computed from uncommitted code: {row}"
         assert len(row["test_accuracy_curve"]) == BUDGETS[row["budget"]].epochs
         assert row["test_accuracy"] == row["test_accuracy_curve"][-1]
+
+
+def test_a_slice_of_a_grid_selects_runs_and_refuses_unknown_names(tiny, tmp_path):
+    from attn_course.study.runner import pending_runs
+
+    path = tmp_path / "tiny.csv"
+    assert pending_runs("tiny", path, models=["psa"]) == [("default", "psa", "tiny", 0), ("default", "psa", "tiny", 1)]
+    assert len(pending_runs("tiny", path, budgets=["tiny"])) == 6
+    with pytest.raises(UnknownNameError, match=r"grid 'tiny' has no model 'se'\. Valid names: resnet, cbam, psa"):
+        pending_runs("tiny", path, models=["se"])

@@ -59,7 +59,8 @@ def _set_threads(args):
 
 def command_run(args):
     _set_threads(args)
-    made = run_grid(args.grid, args.results, device=args.device, limit=args.limit)
+    made = run_grid(args.grid, args.results, device=args.device, limit=args.limit, settings=args.setting,
+                    models=args.mechanism, budgets=args.budget)
     print(f"{made} runs made; results in {results_path(args.grid, args.results)}")
     return 0
 
@@ -123,6 +124,9 @@ def parser():
     run.add_argument("--results", default="results", help="folder of the CSV files (default: results)")
     run.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     run.add_argument("--limit", type=int, default=None, help="stop after this many runs")
+    for option, what in (("--setting", "settings"), ("--mechanism", "models"), ("--budget", "budgets")):
+        run.add_argument(option, action="append", default=None,
+                         help=f"run only these {what} of the grid (repeat the option for several)")
     run.add_argument("--threads", type=int, default=None,
                      help="CPU threads per run (default: torch's; 1 runs best beside other work)")
     report = sub.add_parser("report", help="means, 95%% intervals and paired differences of a grid")

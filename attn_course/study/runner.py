@@ -18,7 +18,7 @@ from ..models import AttentionRecorder, ResNet, eval_mode
 from ..segmentation import SegmentationNet, conv_head, make_segmentation_loaders, segmentation_scores
 from ..train import fit, get_device, set_seed
 from .results import KEY, append_result, read_results, results_path
-from .settings import SEGMENTATION_HEADS, get_budget, get_grid, get_model, get_setting
+from .settings import SEGMENTATION_HEADS, UnknownNameError, get_budget, get_grid, get_model, get_setting
 
 
 def build_model(name):
@@ -135,23 +135,37 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
     return row
 
 
-def pending_runs(grid, path):
-    """The runs of ``grid`` that ``path`` does not hold yet, in the grid's order."""
+def pending_runs(grid, path, settings=None, models=None, budgets=None):
+    """The runs of ``grid`` that ``path`` does not hold yet, in the grid's order.
+
+    ``settings``, ``models`` and ``budgets`` (lists of names, None for all) select a slice of the
+    grid, e.g. ``budgets=["long"]``: two processes can then share a grid without running a run twice.
+    """
     grid_ = get_grid(grid)
+    for names, kind, valid in ((settings, "setting", grid_.settings), (models, "model", grid_.models),
+                               (budgets, "budget", grid_.budgets)):
+        unknown = [n for n in names or () if n not in valid]
+        if unknown:
+            raise UnknownNameError(f"grid {grid!r} has no {kind} {', '.join(map(repr, unknown))}. "
+                                   f"Valid names: {', '.join(valid)}.")
     done = set()
     if Path(path).exists():
         done = {tuple(row[k] for k in KEY) for row in read_results(Path(path), grid)}
-    return [run for run in grid_.runs() if run not in done]
+    return [(setting, model, budget, seed) for setting, model, budget, seed in grid_.runs()
+            if (setting, model, budget, seed) not in done and (settings is None or setting in settings)
+            and (models is None or model in models) and (budgets is None or budget in budgets)]
 
 
-def run_grid(grid, directory="results", device=None, limit=None, progress=True):
+def run_grid(grid, directory="results", device=None, limit=None, progress=True, settings=None, models=None,
+             budgets=None):
     """Run every run of ``grid`` missing from ``<directory>/<grid>.csv``, appending each as it ends.
 
     An interrupted grid resumes where it stopped: finished rows are never rewritten or lost.
-    ``limit`` stops after that many runs. Returns the number of runs made.
+    ``limit`` stops after that many runs; ``settings``, ``models`` and ``budgets`` select a slice
+    (see :func:`pending_runs`). Returns the number of runs made.
     """
     path = results_path(grid, directory)
-    todo = pending_runs(grid, path)[:limit]
+    todo = pending_runs(grid, path, settings, models, budgets)[:limit]
     bar = tqdm(todo, desc=f"grid {grid}", disable=not progress, unit="run")
     for setting, model, budget, seed in bar:
         bar.set_postfix_str(f"{model} {setting} {budget} seed {seed}")
