@@ -39,3 +39,69 @@ def test_command_line_writes_the_copies(tmp_path, capsys):
 def test_command_line_refuses_a_non_notebook(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing.ipynb"), "--out", str(tmp_path)])
+
+
+def _notebook(path, solution="# Solution to exercise 1\nanswer = 42\n"):
+    """A small chapter: one exercise cell with its solution, tagged hide-input, and an output."""
+    cells = [nbformat.v4.new_markdown_cell("## Exercise 1"),
+             nbformat.v4.new_code_cell(solution, metadata={"tags": ["hide-input"]}),
+             nbformat.v4.new_code_cell("print(answer)", outputs=[nbformat.v4.new_output("stream", text="42\n")])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
+
+
+def test_command_line_refuses_to_overwrite_its_input(tmp_path):
+    # `handout notebooks/*.ipynb --out notebooks` once replaced the instructor's notebooks.
+    source = _notebook(tmp_path / "notebooks" / "01_x.ipynb")
+    before = source.read_text()
+    with pytest.raises(SystemExit):
+        main([str(source), "--out", str(tmp_path / "notebooks")])
+    assert source.read_text() == before
+
+
+def test_command_line_refuses_two_inputs_with_one_name(tmp_path, capsys):
+    a, b = _notebook(tmp_path / "a" / "01_x.ipynb"), _notebook(tmp_path / "b" / "01_x.ipynb")
+    with pytest.raises(SystemExit):
+        main([str(a), str(b), "--out", str(tmp_path / "handouts")])
+    assert "have the same file name" in capsys.readouterr().err
+    assert not (tmp_path / "handouts").exists()
+
+
+def test_command_line_writes_nothing_when_one_input_is_missing(tmp_path, capsys):
+    # The first notebook used to be written before the missing second one was noticed, and a
+    # rejected call still created the output folder.
+    good = _notebook(tmp_path / "01_x.ipynb")
+    with pytest.raises(SystemExit):
+        main([str(good), str(tmp_path / "02_missing.ipynb"), "--out", str(tmp_path / "handouts")])
+    assert "02_missing.ipynb is not a notebook file" in capsys.readouterr().err
+    assert not (tmp_path / "handouts").exists()
+
+
+def test_command_line_refuses_to_overwrite_a_notebook_with_solutions(tmp_path, capsys):
+    source = _notebook(tmp_path / "01_x.ipynb")
+    other = _notebook(tmp_path / "instructor" / "01_x.ipynb", "# Solution to exercise 1\nanswer = 41\n")
+    before = other.read_text()
+    with pytest.raises(SystemExit):
+        main([str(source), "--out", str(tmp_path / "instructor")])
+    assert "holds solution cells" in capsys.readouterr().err and other.read_text() == before
+    main([str(source), "--out", str(tmp_path / "handouts")])  # an earlier hand-out is overwritten
+    main([str(source), "--out", str(tmp_path / "handouts")])
+
+
+def test_a_solution_after_a_blank_line_is_stripped(tmp_path):
+    source = _notebook(tmp_path / "01_x.ipynb", "\n\n# Solution to exercise 1\nanswer = 42\n")
+    main([str(source), "--out", str(tmp_path / "handouts")])
+    student = nbformat.read(tmp_path / "handouts" / "01_x.ipynb", as_version=4)
+    assert "answer = 42" not in student.cells[1].source
+    assert student.cells[1].source.startswith("# Solution to exercise 1 goes here.")
+
+
+def test_an_untagged_solution_is_warned_about(tmp_path, capsys):
+    notebook = nbformat.read(_notebook(tmp_path / "01_x.ipynb"), as_version=4)
+    notebook.cells[1].metadata["tags"] = []
+    with pytest.warns(UserWarning, match="cell 1 has a '# Solution' comment but is not a solution cell"):
+        strip_solutions(notebook)
+    nbformat.write(notebook, tmp_path / "01_x.ipynb")
+    main([str(tmp_path / "01_x.ipynb"), "--out", str(tmp_path / "handouts")])
+    assert "warning: 01_x.ipynb: cell 1" in capsys.readouterr().err
