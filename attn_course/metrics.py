@@ -6,6 +6,9 @@ the object's box. Energy in box is the share of the map's (non-negative) mass in
 as in Wang et al., "Score-CAM", CVPR-W 2020, https://arxiv.org/abs/1910.01279.
 """
 
+import numbers
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -16,19 +19,46 @@ def accuracy(logits, labels):
         raise ValueError(
             f"accuracy expects logits (N, K) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}."
         )
+    if logits.is_floating_point() and logits.isnan().any():
+        warnings.warn("accuracy: the logits contain NaN, which has no argmax, so the accuracy is NaN. "
+                      "Has the training diverged (try a smaller learning rate)?", RuntimeWarning, stacklevel=2)
+        return float("nan")
     return (logits.argmax(1) == labels).float().mean().item()
 
 
+def _check_boxes(boxes, n=None):
+    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4 or \
+            (n is not None and boxes.shape[0] != n):
+        shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        count = f" with N = {n} maps" if n is not None else ""
+        raise ValueError(f"boxes must be (N, 4) = (x0, y0, x1, y1){count}, got {shape}.")
+    inverted = ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).nonzero().flatten().tolist()
+    if inverted:
+        raise ValueError(
+            f"boxes must have x0 <= x1 and y0 <= y1 (x0, y0, x1, y1), but {len(inverted)} do not, e.g. box "
+            f"{inverted[0]} = {boxes[inverted[0]].tolist()}: are the corners swapped, or is it (y0, x0, y1, x1)?"
+        )
+
+
+def _nan_maps(maps, metric):
+    """Indices of the maps holding a NaN; warns, since their score is NaN and so is the mean."""
+    bad = maps.flatten(1).isnan().any(1).nonzero().flatten().tolist() if maps.is_floating_point() else []
+    if bad:
+        warnings.warn(f"{metric}: {len(bad)} of {len(maps)} maps contain NaN (e.g. map {bad[0]}), so the score is "
+                      f"NaN. Find where the NaN comes from, or score them with torch.nan_to_num(maps) as 0.",
+                      RuntimeWarning, stacklevel=3)
+    return bad
+
+
 def _check_maps_and_boxes(maps, boxes):
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"attention maps must be a tensor (N, H, W), got {type(maps).__name__}.")
     if maps.dim() != 3:
         raise ValueError(
             f"attention maps must be (N, H, W), got shape {tuple(maps.shape)}; "
             f"squeeze a channel dimension of 1 with maps[:, 0]."
         )
-    if boxes.shape != (maps.shape[0], 4):
-        raise ValueError(
-            f"boxes must be (N, 4) = (x0, y0, x1, y1) with N = {maps.shape[0]} maps, got {tuple(boxes.shape)}."
-        )
+    _check_boxes(boxes, maps.shape[0])
 
 
 def resize_maps(maps, size):
@@ -49,8 +79,13 @@ def box_masks(boxes, height, width):
 
 
 def pointing_game(maps, boxes):
-    """Share of maps (N, H, W) whose maximum lies inside its box (N, 4). Ties: the first maximum."""
+    """Share of maps (N, H, W) whose maximum lies inside its box (N, 4). Ties: the first maximum.
+
+    A map holding a NaN has no maximum: the score is then NaN, with a warning.
+    """
     _check_maps_and_boxes(maps, boxes)
+    if _nan_maps(maps, "pointing_game"):
+        return float("nan")
     n, height, width = maps.shape
     peak = maps.reshape(n, -1).argmax(1)
     y, x = peak // width, peak % width
@@ -59,8 +94,13 @@ def pointing_game(maps, boxes):
 
 
 def energy_in_box(maps, boxes):
-    """Mean share of each map's mass inside its box; negative values are clipped to 0 first."""
+    """Mean share of each map's mass inside its box; negative values are clipped to 0 first.
+
+    A map holding a NaN has no share: the score is then NaN, with a warning.
+    """
     _check_maps_and_boxes(maps, boxes)
+    if _nan_maps(maps, "energy_in_box"):
+        return float("nan")
     maps = maps.clamp(min=0)
     inside = (maps * box_masks(boxes, *maps.shape[-2:])).flatten(1).sum(1)
     total = maps.flatten(1).sum(1)
@@ -69,8 +109,17 @@ def energy_in_box(maps, boxes):
 
 
 def box_area_fraction(boxes, height, width):
-    """Mean share of the canvas covered by the boxes: the score of a uniformly random map."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    """Mean share of the canvas covered by the boxes: the score of a uniformly random map.
+
+    Only the part of a box on the ``height`` x ``width`` canvas counts.
+    """
+    _check_boxes(boxes)
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"box_area_fraction: {name} must be a positive int (pixels), got {value!r}.")
+    x0, x1 = boxes[:, 0].clamp(0, width), boxes[:, 2].clamp(0, width)
+    y0, y1 = boxes[:, 1].clamp(0, height), boxes[:, 3].clamp(0, height)
+    area = (x1 - x0) * (y1 - y0)
     return (area.float() / (height * width)).mean().item()
 
 
@@ -80,6 +129,15 @@ def confusion_matrix(pred, target, num_classes):
         raise ValueError(
             f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}."
         )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+    for name, values in (("pred", pred), ("target", target)):
+        if values.numel() and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"{name} holds classes from {values.min().item()} to {values.max().item()}, outside 0 .. "
+                f"{num_classes - 1} (num_classes={num_classes}): pass the right num_classes, or map the "
+                f"labels to 0 .. K-1 first."
+            )
     index = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
     return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 

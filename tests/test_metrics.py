@@ -179,3 +179,42 @@ def test_iou_vs_sets():
     assert len(ious) == 5  # class 5 absent from both
     assert mean_iou(pred, target, 6) == pytest.approx(float(np.mean(ious)))
     assert mean_iou(target, target, 6) == 1.0
+
+
+def test_a_nan_pixel_makes_the_scores_nan_with_a_warning():
+    # One NaN pixel used to move the pointing game from 1.0 to 0.5 without a word.
+    maps = torch.zeros(2, 8, 8)
+    maps[:, 2, 2] = 1.0
+    boxes = torch.tensor([[1, 1, 4, 4]] * 2)
+    assert pointing_game(maps, boxes) == 1.0
+    maps[1, 7, 7] = float("nan")
+    with pytest.warns(RuntimeWarning, match="1 of 2 maps contain NaN"):
+        assert math.isnan(pointing_game(maps, boxes))
+    with pytest.warns(RuntimeWarning, match="energy_in_box: 1 of 2 maps contain NaN"):
+        assert math.isnan(energy_in_box(maps, boxes))
+    with pytest.warns(RuntimeWarning, match="the logits contain NaN"):
+        assert math.isnan(accuracy(torch.tensor([[0.0, float("nan")]]), torch.tensor([1])))
+
+
+def test_box_area_fraction_counts_only_the_canvas_and_refuses_inverted_boxes():
+    assert box_area_fraction(torch.tensor([[-4, -4, 12, 12]]), 8, 8) == 1.0  # was 4.0
+    assert box_area_fraction(torch.tensor([[6, 6, 10, 10]]), 8, 8) == pytest.approx(4 / 64)
+    assert box_area_fraction(torch.tensor([[1, 1, 1, 5]]), 8, 8) == 0.0  # empty, not inverted
+    with pytest.raises(ValueError, match=r"x0 <= x1 and y0 <= y1.*box 0 = \[4, 4, 1, 1\]"):
+        box_area_fraction(torch.tensor([[4, 4, 1, 1]]), 8, 8)
+    with pytest.raises(ValueError, match="x0 <= x1"):
+        pointing_game(torch.zeros(1, 8, 8), torch.tensor([[4, 4, 1, 1]]))
+    with pytest.raises(ValueError, match="height must be a positive int"):
+        box_area_fraction(torch.tensor([[0, 0, 1, 1]]), 0, 8)
+    assert box_area_fraction(torch.tensor([[0, 0, 4, 4]]), np.int64(8), 8) == 0.25
+
+
+def test_confusion_matrix_refuses_classes_out_of_range():
+    # confusion_matrix([3], [0], 3) used to count class 3 into another cell.
+    with pytest.raises(ValueError, match=r"pred holds classes from 3 to 3, outside 0 \.\. 2"):
+        confusion_matrix(torch.tensor([3]), torch.tensor([0]), 3)
+    with pytest.raises(ValueError, match="target holds classes from -1"):
+        mean_iou(torch.tensor([0]), torch.tensor([-1]), 3)
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([0]), 0)
+    assert confusion_matrix(torch.tensor([2]), torch.tensor([0]), np.int64(3))[0, 2] == 1
