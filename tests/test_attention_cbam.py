@@ -288,3 +288,13 @@ def test_at_a_tie_the_maximum_gradient_goes_to_one_position_and_its_total_is_kep
     grad_amax, = torch.autograd.grad(x.amax(dim=(2, 3)).sum(), x)
     assert torch.equal(grad_amax, torch.full_like(x, 0.25))  # amax splits it evenly
     assert module(x).shape == x.shape
+
+
+@pytest.mark.parametrize("kwargs, name", [({"use_spatial": "no"}, "use_spatial"), ({"use_channel": 0}, "use_channel"),
+                                          ({"batch_norm": None}, "batch_norm")])
+def test_switches_must_be_bools(kwargs, name):
+    # CBAM(16, use_spatial="no") used to keep the spatial half: "no" is truthy.
+    with pytest.raises(TypeError, match=f"CBAM: {name} must be True or False"):
+        CBAM(16, **kwargs)
+    with pytest.raises(TypeError, match="SpatialAttention: batch_norm must be True or False"):
+        SpatialAttention(7, batch_norm="off")

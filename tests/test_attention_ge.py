@@ -154,3 +154,26 @@ def test_bad_arguments_and_inputs_are_explained():
         GatherExcite(8)(torch.randn(1, 4, 6, 6))
     with pytest.raises(ValueError, match="4-D tensor"):
         GatherExcite(8)(torch.randn(8, 6, 6))
+
+
+@pytest.mark.parametrize("feature_size", [0, (8,), (8, 8, 8), (8, 0), 8.0, "8"])
+def test_feature_size_is_validated(feature_size):
+    # 0, (8,) and (8, 8, 8) used to build a module that failed later, or never.
+    with pytest.raises(ValueError, match="feature_size must be a positive int H or a pair"):
+        GatherExcite(16, extra_params=True, feature_size=feature_size)
+
+
+@pytest.mark.parametrize("kwargs, ignored", [({"reduction": 4}, "reduction=4 is used only by the MLP"),
+                                             ({"extent": 2, "extra_params": True, "feature_size": 8},
+                                              "feature_size=8 is used only by a global gather"),
+                                             ({"feature_size": 8}, "feature_size=8 is used only")])
+def test_arguments_that_would_be_ignored_are_refused(kwargs, ignored):
+    with pytest.raises(ValueError, match=ignored):
+        GatherExcite(16, **kwargs)
+
+
+def test_switches_must_be_bools():
+    with pytest.raises(TypeError, match="GatherExcite: use_mlp must be True or False"):
+        GatherExcite(16, use_mlp="yes")
+    with pytest.raises(TypeError, match="GatherExcite: extra_params must be True or False"):
+        GatherExcite(16, extent=2, extra_params=1)

@@ -42,3 +42,27 @@ def test_every_registered_module_follows_the_conventions(name):
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert name in attn_course.attention.__all__ or ATTENTION[name].__name__ in attn_course.attention.__all__
+
+
+@pytest.mark.parametrize("name, kwargs", [("se", {"reduction": 4}), ("cbam", {"reduction": 4, "kernel_size": 3}),
+                                          ("eca", {"kernel_size": 3}), ("ge", {"extent": 2}),
+                                          ("psa", {"reduction": 4, "feature_size": 4})])
+def test_numpy_integers_are_accepted_as_ints(name, kwargs):
+    # create_attention("se", np.int64(16)) was refused with "must be a positive int, got np.int64(16)".
+    import numpy as np
+
+    module = create_attention(name, np.int64(16), **{k: np.int64(v) for k, v in kwargs.items()})
+    reference = create_attention(name, 16, **kwargs)
+    assert [p.shape for p in module.parameters()] == [p.shape for p in reference.parameters()]
+    assert module(torch.randn(2, 16, 4, 4)).shape == (2, 16, 4, 4)
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION))
+def test_wrong_input_dtypes_say_what_to_pass(name):
+    module = create_attention(name, 16, **({"feature_size": 4} if name == "psa" else {}))
+    with pytest.raises(TypeError, match=r"floating-point tensor, got torch.int64: convert it with x.float\(\)"):
+        module(torch.zeros(2, 16, 4, 4, dtype=torch.long))
+    if any(True for _ in module.parameters()):
+        with pytest.raises(TypeError, match=r"torch.float32 weights but the input is torch.float64"):
+            module(torch.zeros(2, 16, 4, 4, dtype=torch.float64))
+    assert module.double()(torch.zeros(2, 16, 4, 4, dtype=torch.float64)).dtype == torch.float64

@@ -32,19 +32,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_channels, check_input, check_reduction
+from ._validate import check_bool, check_channels, check_input, check_reduction, is_int
 
 ORDERS = ("channel-spatial", "spatial-channel")
 
 
 def _check_kernel_size(kernel_size, module_name):
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+    if not is_int(kernel_size) or kernel_size < 1:
         raise ValueError(f"{module_name}: kernel_size must be a positive odd int, got {kernel_size!r}.")
     if kernel_size % 2 == 0:
         raise ValueError(
             f"{module_name}: kernel_size must be odd so that padding (k - 1) // 2 keeps H x W, got "
             f"{kernel_size}. The paper compares 3 and 7 and uses 7."
         )
+    return int(kernel_size)
 
 
 class ChannelAttention(nn.Module):
@@ -63,15 +64,15 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, channels, reduction=16):
         super().__init__()
-        check_channels(channels, "ChannelAttention")
-        check_reduction(channels, reduction, "ChannelAttention")
+        channels = check_channels(channels, "ChannelAttention")
+        reduction = check_reduction(channels, reduction, "ChannelAttention")
         self.channels = channels
         hidden = channels // reduction
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
         self.gate = nn.Sigmoid()
 
     def forward(self, x):
-        check_input(x, self.channels, "ChannelAttention")
+        check_input(x, self.channels, "ChannelAttention", self.mlp[0].weight)
         avg = x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3])  # (B, C): the mean, with a cheaper backward
         peak = F.adaptive_max_pool2d(x, 1).flatten(1)  # (B, C): the maximum
         s = self.gate(self.mlp(avg) + self.mlp(peak))  # (B, C)
@@ -96,14 +97,15 @@ class SpatialAttention(nn.Module):
 
     def __init__(self, kernel_size=7, batch_norm=True):
         super().__init__()
-        _check_kernel_size(kernel_size, "SpatialAttention")
+        kernel_size = _check_kernel_size(kernel_size, "SpatialAttention")
+        check_bool(batch_norm, "batch_norm", "SpatialAttention")
         self.kernel_size = kernel_size
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=not batch_norm)
         self.bn = nn.BatchNorm2d(1) if batch_norm else nn.Identity()
         self.gate = nn.Sigmoid()
 
     def forward(self, x):
-        check_input(x, None, "SpatialAttention")  # any C: no weight depends on it
+        check_input(x, None, "SpatialAttention", self.conv.weight)  # any C: no weight depends on it
         peak, total = x.max(dim=1, keepdim=True).values, x.sum(dim=1, keepdim=True)  # (B, 1, H, W) each
         pooled = torch.cat([peak, total / x.shape[1]], dim=1)  # (B, 2, H, W): max, then mean
         s = self.gate(self.bn(self.conv(pooled)))  # (B, 1, H, W)
@@ -131,7 +133,9 @@ class CBAM(nn.Module):
     def __init__(self, channels, reduction=16, kernel_size=7, order="channel-spatial",
                  use_channel=True, use_spatial=True, batch_norm=True):
         super().__init__()
-        check_channels(channels, "CBAM")
+        channels = check_channels(channels, "CBAM")
+        for name, value in (("use_channel", use_channel), ("use_spatial", use_spatial), ("batch_norm", batch_norm)):
+            check_bool(value, name, "CBAM")  # use_spatial="no" would be truthy and keep the half
         if order not in ORDERS:
             raise ValueError(f"CBAM: order must be one of {ORDERS}, got {order!r}.")
         if not (use_channel or use_spatial):

@@ -6,10 +6,11 @@ Official code: https://github.com/BangguWu/ECANet.
 """
 
 import math
+import numbers
 
 from torch import nn
 
-from ._validate import check_channels, check_input
+from ._validate import check_channels, check_input, is_int
 
 
 def eca_kernel_size(channels, gamma=2, b=1):
@@ -20,9 +21,9 @@ def eca_kernel_size(channels, gamma=2, b=1):
     truncates, so "nearest odd" means "the odd number at or just above the truncated value":
     psi(64) = 3, psi(256) = 5, psi(2048) = 7.
     """
-    check_channels(channels, "eca_kernel_size")
+    channels = check_channels(channels, "eca_kernel_size")
     for name, value in (("gamma", gamma), ("b", b)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"eca_kernel_size: {name} must be a number, got {value!r}.")
     if gamma <= 0:
         raise ValueError(f"eca_kernel_size: gamma must be positive, got {gamma!r}.")
@@ -51,22 +52,21 @@ class EfficientChannelAttention(nn.Module):
 
     def __init__(self, channels, gamma=2, b=1, kernel_size=None):
         super().__init__()
-        check_channels(channels, "EfficientChannelAttention")
+        channels = check_channels(channels, "EfficientChannelAttention")
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels, gamma, b)
-        elif isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
-                or kernel_size % 2 == 0:
+        elif not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 f"EfficientChannelAttention: kernel_size must be an odd positive int (so that the "
                 f"convolution is centred on each channel), got {kernel_size!r}; leave it None for psi(C)."
             )
         self.channels = channels
-        self.kernel_size = kernel_size
+        self.kernel_size = kernel_size = int(kernel_size)
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
         self.gate = nn.Sigmoid()
 
     def forward(self, x):
-        check_input(x, self.channels, "EfficientChannelAttention")
+        check_input(x, self.channels, "EfficientChannelAttention", self.conv.weight)
         z = x.mean(dim=(2, 3))  # squeeze: (B, C)
         s = self.gate(self.conv(z[:, None, :])[:, 0])  # 1-D conv along the channels: (B, C)
         return x * s[:, :, None, None]  # scale: (B, C, H, W)

@@ -9,11 +9,11 @@ version of timm (``timm/layers/gather_excite.py``) covers every extent and was u
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_channels, check_input, check_reduction
+from ._validate import check_bool, check_channels, check_input, check_reduction, is_int
 
 
 def _check_extent(extent):
-    if isinstance(extent, bool) or not isinstance(extent, int) or extent < 0 or (extent & (extent - 1)):
+    if not is_int(extent) or extent < 0 or (extent & (extent - 1)):
         raise ValueError(
             f"GatherExcite: extent must be 0 (global) or a power of two such as 2, 4 or 8 (each gathered "
             f"value summarises a neighbourhood about that many pixels apart), got {extent!r}."
@@ -21,6 +21,15 @@ def _check_extent(extent):
     if extent == 1:
         raise ValueError("GatherExcite: extent=1 gathers nothing (each pixel gates itself); use 2 or more, "
                          "or 0 for global.")
+    return int(extent)
+
+
+def _check_feature_size(feature_size):
+    size = (feature_size, feature_size) if is_int(feature_size) else feature_size
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or any(not is_int(s) or s < 1 for s in size):
+        raise ValueError(f"GatherExcite: feature_size must be a positive int H or a pair (H, W) of positive ints, "
+                         f"the size of the feature maps the module will see; got {feature_size!r}.")
+    return tuple(int(s) for s in size)
 
 
 class GatherExcite(nn.Module):
@@ -46,24 +55,32 @@ class GatherExcite(nn.Module):
         extent: e, 0 for global or a power of two >= 2.
         extra_params: use depth-wise convolutions for the gather (GE-theta) instead of pooling.
         use_mlp: add the 1x1-convolution bottleneck to the excite (GE-theta-plus).
-        reduction: r of the bottleneck (only with ``use_mlp``).
+        reduction: r of the bottleneck (only with ``use_mlp``; default 16).
         feature_size: H (or (H, W)) of the input; needed only for a global gather with parameters.
 
     Shapes: (B, C, H, W) -> (B, C, H, W); the gate, recorded by hooks on ``self.gate``, is
     (B, C, 1, 1) for a global extent and (B, C, H, W) otherwise.
     """
 
-    def __init__(self, channels, extent=0, extra_params=False, use_mlp=False, reduction=16, feature_size=None):
+    def __init__(self, channels, extent=0, extra_params=False, use_mlp=False, reduction=None, feature_size=None):
         super().__init__()
-        check_channels(channels, "GatherExcite")
-        _check_extent(extent)
+        channels = check_channels(channels, "GatherExcite")
+        extent = _check_extent(extent)
+        check_bool(extra_params, "extra_params", "GatherExcite")
+        check_bool(use_mlp, "use_mlp", "GatherExcite")
+        if reduction is not None and not use_mlp:
+            raise ValueError(f"GatherExcite: reduction={reduction!r} is used only by the MLP of GE-theta-plus, and "
+                             f"use_mlp is False, so it would be ignored: pass use_mlp=True, or drop reduction.")
+        if feature_size is not None and not (extra_params and extent == 0):
+            raise ValueError(f"GatherExcite: feature_size={feature_size!r} is used only by a global gather with "
+                             f"parameters (extent=0, extra_params=True), so it would be ignored here: drop it.")
         self.channels, self.extent, self.extra_params = channels, extent, extra_params
         self.gather = None
         if extra_params and extent == 0:
             if feature_size is None:
                 raise ValueError("GatherExcite: a global gather with parameters (extent=0, extra_params=True) "
                                  "is a depth-wise convolution as large as the feature map: pass feature_size=H.")
-            size = (feature_size, feature_size) if isinstance(feature_size, int) else tuple(feature_size)
+            size = _check_feature_size(feature_size)
             self.feature_size = size
             self.gather = nn.Sequential(nn.Conv2d(channels, channels, size, groups=channels, bias=False),
                                         nn.BatchNorm2d(channels))
@@ -77,7 +94,7 @@ class GatherExcite(nn.Module):
             self.gather = nn.Sequential(*layers)
         self.mlp = nn.Identity()
         if use_mlp:
-            check_reduction(channels, reduction, "GatherExcite")
+            reduction = check_reduction(channels, 16 if reduction is None else reduction, "GatherExcite")
             hidden = channels // reduction
             self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
                                      nn.Conv2d(hidden, channels, 1))

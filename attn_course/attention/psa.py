@@ -14,18 +14,17 @@ plain PyTorch (the official operator is a compiled C++/CUDA kernel).
 import torch
 from torch import nn
 
-from ._validate import check_channels, check_input, check_reduction
+from ._validate import check_channels, check_input, check_reduction, is_int
 
 MODES = ("collect", "distribute")
 
 
 def _pair(size, name):
-    if isinstance(size, int) and not isinstance(size, bool):
+    if is_int(size):
         size = (size, size)
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)):
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or any(not is_int(s) or s < 1 for s in size):
         raise ValueError(f"{name} must be a positive int or a pair (H, W) of positive ints, got {size!r}.")
-    return tuple(size)
+    return tuple(int(s) for s in size)
 
 
 def _crop_index(height, width, device):
@@ -167,8 +166,8 @@ class PointwiseSpatialAttention(nn.Module):
 
     def __init__(self, channels, reduction=4, feature_size=8):
         super().__init__()
-        check_channels(channels, "PointwiseSpatialAttention")
-        check_reduction(channels, reduction, "PointwiseSpatialAttention")
+        channels = check_channels(channels, "PointwiseSpatialAttention")
+        reduction = check_reduction(channels, reduction, "PointwiseSpatialAttention")
         self.channels = channels
         self.feature_size = _pair(feature_size, "PointwiseSpatialAttention: feature_size")
         hidden = channels // reduction
@@ -178,7 +177,7 @@ class PointwiseSpatialAttention(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(2 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
 
     def forward(self, x):
-        check_input(x, self.channels, "PointwiseSpatialAttention")
+        check_input(x, self.channels, "PointwiseSpatialAttention", self.fuse[0].weight)
         self._check_size(x)
         context = self.project(torch.cat([self.collect(x), self.distribute(x)], 1))  # (B, C, H, W)
         return self.fuse(torch.cat([x, context], 1))  # (B, C, H, W)

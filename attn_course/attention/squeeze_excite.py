@@ -26,8 +26,8 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels, reduction=16):
         super().__init__()
-        check_channels(channels, "SqueezeExcite")
-        check_reduction(channels, reduction, "SqueezeExcite")
+        channels = check_channels(channels, "SqueezeExcite")
+        reduction = check_reduction(channels, reduction, "SqueezeExcite")
         self.channels = channels
         hidden = channels // reduction
         self.fc1 = nn.Linear(channels, hidden)
@@ -36,7 +36,7 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x):
-        check_input(x, self.channels, "SqueezeExcite")
+        check_input(x, self.channels, "SqueezeExcite", self.fc1.weight)
         z = x.mean(dim=(2, 3))  # squeeze: (B, C)
         s = self.gate(self.fc2(self.relu(self.fc1(z))))  # excitation: (B, C)
         return x * s[:, :, None, None]  # scale: (B, C, H, W)
