@@ -6,6 +6,7 @@ residual branch, before the addition with the shortcut. With no attention the sl
 Recognition", CVPR 2016, https://arxiv.org/abs/1512.03385).
 """
 
+import numbers
 from contextlib import contextmanager
 
 import numpy as np
@@ -15,10 +16,26 @@ from torch import nn
 from .attention import create_attention
 
 
-def make_attention(attention, channels, attention_kwargs):
-    """Resolve the ``attention`` argument: None, a registered name, or a callable ``f(channels)``."""
+def make_attention(attention, channels, attention_kwargs, owner="the model"):
+    """Resolve the ``attention`` argument: None, a registered name, or a callable ``f(channels)``.
+
+    Keyword arguments with no attention to take them raise a TypeError (a misspelt ``attention=``
+    would otherwise build a model without attention), and so does a module instance: every slot
+    needs a module of its own, built for its channels.
+    """
     if attention is None:
+        if attention_kwargs:
+            raise TypeError(
+                f"{owner} got {', '.join(attention_kwargs)} but no attention, so they would be ignored. Name the "
+                f"attention (attention='se', reduction=4), check the spelling of 'attention', or drop them."
+            )
         return nn.Identity()
+    if isinstance(attention, nn.Module):
+        raise TypeError(
+            f"attention must be a registered name such as 'se' or a callable taking channels, got a "
+            f"{type(attention).__name__} module: pass its name or its class ({type(attention).__name__}), "
+            f"so that each slot gets a module of its own built for its channels."
+        )
     if isinstance(attention, str):
         return create_attention(attention, channels, **attention_kwargs)
     if callable(attention):
@@ -53,7 +70,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.attention = make_attention(attention, out_channels, attention_kwargs or {})
+        self.attention = make_attention(attention, out_channels, attention_kwargs or {}, "BasicBlock")
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
@@ -90,6 +107,10 @@ class ResNet(nn.Module):
         super().__init__()
         if len(widths) != len(depths) or not widths:
             raise ValueError(f"widths {widths} and depths {depths} need the same, non-zero length.")
+        sizes = {"widths": widths, "depths": depths, "in_channels": [in_channels], "num_classes": [num_classes]}
+        for name, values in sizes.items():
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in values):
+                raise ValueError(f"ResNet: {name} must be positive ints, got {values!r}.")
         if attention is None and (attention_kwargs or stages is not None):
             given = ", ".join(list(attention_kwargs) + (["stages"] if stages is not None else []))
             raise TypeError(
@@ -140,6 +161,9 @@ class AttentionRecorder:
     def __init__(self, model, names=("gate",)):
         if not isinstance(model, nn.Module):
             raise TypeError(f"AttentionRecorder needs an nn.Module, got {type(model).__name__}.")
+        names = (names,) if isinstance(names, str) else tuple(names)  # "gate" is one name, not 4 letters
+        if not names or not all(isinstance(name, str) and name for name in names):
+            raise ValueError(f"names must be submodule names such as 'gate' or ('gate', 'fc1'), got {names!r}.")
         self.modules = {
             name: module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in names
         }
@@ -151,6 +175,9 @@ class AttentionRecorder:
         self._handles = []
 
     def __enter__(self):
+        if self._handles:
+            raise RuntimeError("this AttentionRecorder is already recording (a with-block inside its own with-block "
+                               "would record every pass twice): use one with-block, or a second recorder.")
         for name, module in self.modules.items():
             hook = self._hook(name)
             self._handles.append(module.register_forward_hook(hook))
@@ -158,6 +185,9 @@ class AttentionRecorder:
 
     def _hook(self, name):
         def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"AttentionRecorder records tensors, but {name} returned a {type(output).__name__}: "
+                                f"record a submodule that returns one tensor (its gate).")
             self.records[name].append(output.detach().cpu())
         return hook
 
@@ -196,13 +226,14 @@ class BatchNormWithAttention(nn.BatchNorm2d):
     block's ``state_dict`` keys are unchanged and ``<bn>.attention.*`` is all that is new."""
 
     def __init__(self, batch_norm, attention):
-        device = next(iter(batch_norm.state_dict().values())).device  # stay where the BN was
+        floats = [t for t in batch_norm.state_dict().values() if t.is_floating_point()]
+        device, dtype = (floats[0].device, floats[0].dtype) if floats else (torch.device("cpu"), None)
         super().__init__(batch_norm.num_features, eps=batch_norm.eps, momentum=batch_norm.momentum,
                          affine=batch_norm.affine, track_running_stats=batch_norm.track_running_stats)
         self.load_state_dict(batch_norm.state_dict())
         self.attention = attention
         self.train(batch_norm.training)
-        self.to(device)
+        self.to(device=device, dtype=dtype)  # stay where the BN was, in its dtype, the attention too
 
     def forward(self, x):
         return self.attention(super().forward(x))  # attention after the BN, before the addition
@@ -237,15 +268,21 @@ def add_attention(model, attention, **attention_kwargs):
     blocks = [block for stage in stages for block in stage]
     for block in blocks:
         if not isinstance(block, (resnet.BasicBlock, resnet.Bottleneck)):
-            raise TypeError(f"add_attention only knows torchvision's BasicBlock and Bottleneck, "
-                            f"found {type(block).__name__}.")
+            kind = f"{type(block).__module__}.{type(block).__qualname__}"
+            raise TypeError(f"add_attention only knows torchvision's blocks (torchvision.models.resnet.BasicBlock "
+                            f"and Bottleneck), found {kind}. Build the model with torchvision.models (e.g. "
+                            f"resnet18(weights=None)); timm's ResNets take their own attn_layer= argument.")
         if isinstance(getattr(block, _last_batch_norm(block)), BatchNormWithAttention):
             raise ValueError("this model already has attention in its residual blocks; "
                              "build a fresh one to try another kind.")
+    slots = []  # every module is built before the model changes: a bad argument leaves it as it was
     for block in blocks:
         name = _last_batch_norm(block)
         bn = getattr(block, name)
-        setattr(block, name, BatchNormWithAttention(bn, make_attention(attention, bn.num_features, attention_kwargs)))
+        module = make_attention(attention, bn.num_features, attention_kwargs, "add_attention")
+        slots.append((block, name, BatchNormWithAttention(bn, module)))
+    for block, name, slot in slots:
+        setattr(block, name, slot)
     return model
 
 

@@ -53,7 +53,7 @@ class SegmentationNet(nn.Module):
         )
         self.down1 = BasicBlock(widths[0], widths[1], stride=2)
         self.down2 = BasicBlock(widths[1], widths[2], stride=2)
-        self.head = make_attention(attention, widths[2], attention_kwargs)
+        self.head = make_attention(attention, widths[2], attention_kwargs, "SegmentationNet")
         self.classifier = nn.Conv2d(widths[2] + widths[1], num_classes, 1)
 
     def forward(self, x):

@@ -115,7 +115,7 @@ def test_refuses_models_it_does_not_know():
         add_attention(nn.Linear(3, 3), "se")
     odd = resnet18(weights=None)
     odd.layer2[0] = nn.Identity()
-    with pytest.raises(TypeError, match="BasicBlock and Bottleneck, found Identity"):
+    with pytest.raises(TypeError, match=r"BasicBlock and Bottleneck\), found torch.nn.modules.linear.Identity"):
         add_attention(odd, "se")
     with pytest.raises(TypeError, match="registered name"):
         add_attention(resnet18(weights=None), 3)
@@ -127,3 +127,38 @@ def test_refuses_a_model_that_already_has_attention():
     model = add_attention(resnet18(weights=None), "eca")
     with pytest.raises(ValueError, match="already has attention"):
         add_attention(model, "se")
+
+
+def test_an_instance_instead_of_a_name_or_factory_is_refused_clearly():
+    # It used to say "SqueezeExcite expects a torch.Tensor, got int".
+    with pytest.raises(TypeError, match=r"got a SqueezeExcite module: pass its name or its class \(SqueezeExcite\)"):
+        add_attention(resnet18(weights=None), SqueezeExcite(64))
+
+
+def test_double_model_keeps_its_dtype():
+    # The wrapped BatchNorms and the attention used to be rebuilt in float32.
+    model = add_attention(resnet18(weights=None).double(), "se", reduction=4)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    assert model(torch.randn(2, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_a_bad_argument_leaves_the_model_unchanged():
+    def only_small(channels):  # fits layer1 and layer2, not layer3: it used to leave a half-changed model
+        if channels > 128:
+            raise ValueError(f"too many channels: {channels}")
+        return SqueezeExcite(channels, 4)
+
+    model = resnet18(weights=None)
+    with pytest.raises(ValueError, match="too many channels: 256"):
+        add_attention(model, only_small)
+    assert not any(isinstance(m, BatchNormWithAttention) for m in model.modules())
+
+
+def test_a_timm_like_block_is_named_with_its_module():
+    class BasicBlock(nn.Module):  # same name as torchvision's, another class
+        pass
+
+    odd = resnet18(weights=None)
+    odd.layer1[0] = BasicBlock()
+    with pytest.raises(TypeError, match=r"found test_add_attention.*BasicBlock\. Build the model with torchvision"):
+        add_attention(odd, "se")

@@ -262,3 +262,36 @@ def test_keywords_without_attention_raise_instead_of_being_ignored(kwargs):
 def test_misspelt_attention_keyword_raises():
     with pytest.raises(TypeError, match=r"reductoin"):
         ResNet(attention="se", reductoin=4)
+
+
+def test_recorder_takes_one_name_as_a_string():
+    # names="gate" used to be read as the letters g, a, t, e, and '' matched the whole model.
+    recorder = AttentionRecorder(ResNet("se", reduction=4), names="gate")
+    assert list(recorder.modules) == [f"stages.{i}.0.attention.gate" for i in range(3)]
+    with pytest.raises(ValueError, match="names must be submodule names"):
+        AttentionRecorder(ResNet("se", reduction=4), names=())
+
+
+def test_recorder_refuses_to_be_entered_twice():
+    model = ResNet("se", reduction=4)
+    recorder = AttentionRecorder(model)
+    with recorder:
+        with pytest.raises(RuntimeError, match="already recording"):
+            recorder.__enter__()
+        model(torch.randn(2, 1, 32, 32))
+    assert [len(v) for v in recorder.records.values()] == [1, 1, 1]
+    with recorder:  # once it has exited, it may record again
+        model(torch.randn(2, 1, 32, 32))
+    assert [len(v) for v in recorder.records.values()] == [2, 2, 2]
+
+
+def test_basic_block_refuses_attention_arguments_without_attention():
+    with pytest.raises(TypeError, match="BasicBlock got reduction but no attention"):
+        BasicBlock(16, 16, attention=None, attention_kwargs={"reduction": 4})
+
+
+@pytest.mark.parametrize("kwargs", [{"widths": (16, 32, 0)}, {"depths": (1, 1.5, 1)}, {"num_classes": 0},
+                                    {"in_channels": True}])
+def test_resnet_sizes_are_validated(kwargs):
+    with pytest.raises(ValueError, match="must be positive ints"):
+        ResNet(**kwargs)

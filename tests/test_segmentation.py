@@ -125,3 +125,10 @@ def test_fit_and_evaluate_on_per_pixel_targets():
     assert 0 <= history.final_test_accuracy <= 1
     pixel_accuracy = segmentation_scores(model, test)["pixel accuracy"]
     assert evaluate(model, test) == pytest.approx(pixel_accuracy)
+
+
+@pytest.mark.parametrize("kwargs, given", [({"atention": "psa"}, "atention"), ({"reduction": 4}, "reduction")])
+def test_a_misspelt_or_missing_attention_is_refused(kwargs, given):
+    # SegmentationNet(atention="psa") used to build a network with an Identity head.
+    with pytest.raises(TypeError, match=f"SegmentationNet got {given} but no attention"):
+        SegmentationNet(**kwargs)
