@@ -366,3 +366,38 @@ def test_a_slice_of_a_grid_selects_runs_and_refuses_unknown_names(tiny, tmp_path
     assert len(pending_runs("tiny", path, budgets=["tiny"])) == 6
     with pytest.raises(UnknownNameError, match=r"grid 'tiny' has no model 'se'\. Valid names: resnet, cbam, psa"):
         pending_runs("tiny", path, models=["se"])
+
+
+def test_study_verdict_says_where_each_verdict_holds():
+    from attn_course.study import study_verdict
+
+    base = [0.90, 0.80, 0.95, 0.85, 0.70]
+    rows = _rows({"resnet": base, "se": [b + 0.01 for b in base]}, budget="chapter")
+    rows += _rows({"resnet": base, "se": [b + d for b, d in zip(base, [0.02, -0.03, 0.01, -0.02, 0.015])]},
+                  budget="long")
+    text = study_verdict(rows, "se", name="SE", paper="the SE paper")
+    assert text.startswith("SE is better than the plain ResNet in the default setting at the chapter budget: "
+                           "the direction of the SE paper's gains.")
+    assert "no measurable difference in the default setting at the long budget" in text
+    assert "too few paired runs of SE" in study_verdict(rows[:3], "se", name="SE")
+
+
+def test_plot_paired_differences_draws_one_group_per_setting_and_budget():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attn_course.study import plot_paired_differences
+
+    base = [0.90, 0.80, 0.95]
+    rows = _rows({"resnet": base, "se": [b + 0.01 for b in base]}) + \
+        _rows({"resnet": base, "se": [b - 0.02 for b in base]}, setting="headroom")
+    fig, ax = plt.subplots()
+    assert plot_paired_differences(rows, "se", ax) is ax
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["default\nchapter budget", "headroom\nchapter budget"]
+    bars = [c for c in ax.containers]
+    assert len(bars) == 2  # one interval bar per group
+    dots = [line for line in ax.lines if line.get_marker() == "."]
+    assert sorted(round(y, 6) for line in dots for y in line.get_ydata()) == [-2.0] * 3 + [1.0] * 3
+    plt.close(fig)

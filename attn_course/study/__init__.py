@@ -9,6 +9,7 @@ The command line is ``python -m attn_course.study --help``. The committed result
 package (``attn_course.results``), so a chapter opened in Colab reads the same numbers.
 """
 
+from .plots import plot_paired_differences
 from .report import format_report, mean_interval, paired_differences, summarise
 from .results import COLUMNS, ResultsFileError, packaged_results, read_results, results_path
 from .runner import build_model, run_grid, run_one
@@ -31,7 +32,7 @@ from .settings import (
     get_setting,
     missing_from_zoo,
 )
-from .tables import describe_effect, effect_table
+from .tables import describe_effect, effect_table, study_verdict
 
 
 def load_results(grid):
@@ -45,4 +46,4 @@ __all__ = ["SEGMENTATION_HEADS", "BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARI
            "ZooEntry", "UnknownNameError", "ResultsFileError", "get_budget", "get_grid", "get_model", "get_setting",
            "missing_from_zoo", "build_model", "run_one", "run_grid", "read_results", "results_path",
            "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report",
-           "effect_table", "describe_effect"]
+           "effect_table", "describe_effect", "study_verdict", "plot_paired_differences"]

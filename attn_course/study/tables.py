@@ -83,3 +83,43 @@ def describe_effect(rows, mechanism, setting, budget, name=None, baseline="resne
     verdict = {"no measurable difference": "no measurable difference",
                "better": f"better than {label}", "worse": f"worse than {label}"}[d["verdict"]]
     return f"{where[0].upper()}{where[1:]}, {name} changes {what} by {interval}: {verdict}."
+
+
+def _where(cells):
+    """``[(setting, budget), ...]`` as prose: "the default setting at the chapter and long budgets"."""
+    budgets = {}
+    for setting, budget in cells:
+        budgets.setdefault(setting, []).append(budget)
+    return " and ".join(f"the {s} setting at the {' and '.join(bs)} budget{'s' * (len(bs) > 1)}"
+                        for s, bs in budgets.items())
+
+
+def study_verdict(rows, mechanism, name=None, baseline="resnet", metric="test_accuracy", paper="the paper"):
+    """A paragraph on what the study supports for ``mechanism``, built from its verdicts, not typed.
+
+    It says where the paired difference from ``baseline`` is better, worse or not measurable, and
+    how that compares with the direction of ``paper``'s gains; with fewer than two paired seeds
+    anywhere it says that nothing can be concluded yet.
+    """
+    name = name or mechanism
+    label = "the plain ResNet" if baseline == "resnet" else baseline
+    verdicts = {(d["setting"], d["budget"]): d["verdict"] for d in paired_differences(rows, metric, baseline)
+                if d["mechanism"] == mechanism and d["n"] >= 2}
+    if not verdicts:
+        return (f"The study has too few paired runs of {name} yet to say anything, for or against {paper}; "
+                f"a single run cannot settle it either.")
+    found = {v: [cell for cell, x in verdicts.items() if x == v] for v in ("better", "worse",
+                                                                          "no measurable difference")}
+    parts = []
+    if found["better"]:
+        parts.append(f"{name} is better than {label} in {_where(found['better'])}: the direction of "
+                     f"{paper}'s gains.")
+    if found["worse"]:
+        parts.append(f"{name} is worse than {label} in {_where(found['worse'])}, against {paper}. A "
+                     f"three-stage network of 16 to 64 channels on upscaled 8×8 digits, trained briefly, is "
+                     f"far from the paper's setting: this says {name} does not help here, not that {paper} "
+                     f"is wrong.")
+    if found["no measurable difference"]:
+        parts.append(f"The study finds no measurable difference in {_where(found['no measurable difference'])}: "
+                     f"the interval straddles zero, so any effect there is smaller than its half-width.")
+    return " ".join(parts)
