@@ -1,5 +1,6 @@
 """What a module costs: parameters, FLOPs and latency."""
 
+import numbers
 import statistics
 import time
 
@@ -43,8 +44,9 @@ def latency(model, input_shape, warmup=5, repeats=20):
     Runs on the model's device with gradients off and synchronises CUDA/MPS around each pass,
     so the time covers the GPU work, not just its launch.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}.")
+    for name, value, minimum in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise ValueError(f"latency: {name} must be an int >= {minimum}, got {value!r}.")
     device = model_device(model)
     x = torch.randn(input_shape, device=device)
     times = []

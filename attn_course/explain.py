@@ -34,15 +34,32 @@ def grad_cam(model, layer, images, target=None, upsample=True):
         raise TypeError(f"layer must be a submodule of the model, got {type(layer).__name__}.")
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}.")
+    if not any(module is layer for module in model.modules()):
+        raise ValueError(f"layer must be a submodule of the model (e.g. model.stages[-1]), got a "
+                         f"{type(layer).__name__} that is not part of it: the gradients would never reach it.")
     device = model_device(model)
     images = images.to(device)
     with eval_mode(model):
         if target is None:
             with torch.no_grad():
                 target = model(images).argmax(1)
+        else:
+            _check_target(model, images, target)
         if isinstance(target, torch.Tensor):
             target = target.to(device)
         maps = LayerGradCam(model, layer).attribute(images, target=target, relu_attributions=True)
         if upsample:
             maps = LayerAttribution.interpolate(maps, tuple(images.shape[-2:]), interpolate_mode="bilinear")
     return maps[:, 0].detach().cpu()
+
+
+def _check_target(model, images, target):
+    """Raise a ValueError unless ``target`` is an int or (B,) classes within the model's outputs."""
+    classes = torch.as_tensor(target)
+    if classes.is_floating_point() or classes.dim() > 1 or (classes.dim() == 1 and len(classes) != len(images)):
+        raise ValueError(f"target must be a class index (an int) or one per image ({len(images)},), got {target!r}.")
+    with torch.no_grad():
+        num_classes = model(images[:1]).shape[1]
+    if classes.numel() and (classes.min() < 0 or classes.max() >= num_classes):
+        raise ValueError(f"target classes must lie in 0 .. {num_classes - 1} (the model has {num_classes} outputs), "
+                         f"got {classes.tolist()}.")

@@ -13,7 +13,10 @@ from .models import eval_mode, model_device
 
 
 def set_seed(seed=0):
-    """Seed Python, NumPy and PyTorch (CPU and every GPU) from one number."""
+    """Seed Python, NumPy and PyTorch (CPU and every GPU) from one number, an int in [0, 2**32 - 1]."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int from 0 to 2**32 - 1 (NumPy's range), got {seed!r}.")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS
@@ -48,6 +51,8 @@ class History:
 def evaluate(model, loader, device=None):
     """Accuracy of ``model`` over ``loader`` (a float in [0, 1]); per pixel for dense targets."""
     device = device or model_device(model)
+    if len(loader) == 0:
+        raise ValueError("evaluate: the loader has no batches: is its data set empty?")
     correct = total = 0
     with eval_mode(model):
         for images, labels in loader:
@@ -93,7 +98,16 @@ def fit(model, train_loader, test_loader=None, epochs=3, lr=3e-3, device=None, l
         loss_sum = correct = seen = 0
         for inputs, targets in train_loader:
             inputs, targets = inputs.to(device), targets.to(device)
-            logits = model(inputs)
+            try:
+                logits = model(inputs)
+            except ValueError as error:  # costs nothing unless raised
+                if len(inputs) == 1 and "more than 1 value per channel" in str(error):
+                    raise ValueError(
+                        "fit got a batch of one image, which BatchNorm over pooled (1 x 1) features cannot "
+                        "normalise: build the loader with drop_last=True (attn_course.data.loaders_for drops "
+                        "such a last batch), or use a batch size that does not leave one image."
+                    ) from error
+                raise
             loss = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -42,14 +42,19 @@ def show_image(image, ax=None, title=None, box=None):
 
 
 def overlay_attention(image, attention, ax=None, title=None, box=None, alpha=0.5, cmap="jet"):
-    """Show ``attention`` (h, w) resized over ``image``; the map is min-max normalised for display."""
+    """Show ``attention`` (h, w) resized over ``image``; the map is min-max normalised for display.
+
+    NaN pixels are left transparent (the others are still drawn); an all-NaN map draws nothing.
+    """
     ax = ax or plt.gca()
     image = _image2d(image)
     attention = _numpy(attention).astype(float)
     if attention.ndim != 2:
         raise ValueError(f"attention must be a 2-D map (h, w), got shape {attention.shape}.")
-    span = attention.max() - attention.min()
-    attention = (attention - attention.min()) / span if span > 0 else np.zeros_like(attention)
+    finite = np.isfinite(attention)
+    low, high = (attention[finite].min(), attention[finite].max()) if finite.any() else (0.0, 0.0)
+    attention = (attention - low) / (high - low) if high > low else np.zeros_like(attention)
+    attention = np.ma.masked_where(~finite, attention)  # one NaN made the whole map NaN before
     height, width = image.shape[:2]
     ax.imshow(image, cmap="gray", vmin=0, vmax=1)
     ax.imshow(attention, cmap=cmap, alpha=alpha, extent=(-0.5, width - 0.5, height - 0.5, -0.5),

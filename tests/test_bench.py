@@ -42,7 +42,7 @@ def test_latency():
     ms = latency(model, (1, 1, 16, 16), warmup=1, repeats=3)
     assert isinstance(ms, float) and ms > 0
     assert model.training
-    with pytest.raises(ValueError, match="repeats must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="repeats must be an int >= 1, got 0"):
         latency(model, (1, 1, 16, 16), repeats=0)
 
 
@@ -66,3 +66,19 @@ def test_format_table_cells():
     rows = [{"name": "a", "n": 12345, "x": 0.123456, "ok": True}]
     assert format_table(rows, floatfmt=".2f").splitlines()[2] == "| a | 12,345 | 0.12 | True |"
     assert format_table([]) == ""
+
+
+@pytest.mark.parametrize("kwargs, message", [({"warmup": -3}, "warmup must be an int >= 0"),
+                                             ({"repeats": 0}, "repeats must be an int >= 1"),
+                                             ({"repeats": 2.5}, "repeats must be an int >= 1")])
+def test_latency_validates_its_counts(kwargs, message):
+    # latency(warmup=-3) used to end in "no median for empty data".
+    with pytest.raises(ValueError, match=message):
+        latency(nn.Identity(), (1, 3, 4, 4), **{"repeats": 1, **kwargs})
+
+
+def test_parameter_free_modules_can_be_measured():
+    from attn_course.attention import GatherExcite
+
+    rows = cost_table({"ge": GatherExcite(8)}, (1, 8, 4, 4), warmup=0, repeats=1)
+    assert rows[0]["params"] == 0 and rows[0]["ms"] > 0

@@ -89,3 +89,18 @@ def test_grad_cam_errors(model_and_images):
         grad_cam(model, "stages.2", images)
     with pytest.raises(ValueError, match=r"images must be \(B, C, H, W\), got shape \(1, 32, 32\)"):
         grad_cam(model, model.stages[-1], images[0])
+
+
+def test_grad_cam_refuses_a_target_out_of_range_and_a_foreign_layer():
+    torch.manual_seed(0)
+    model = ResNet()
+    images = torch.rand(2, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"target classes must lie in 0 \.\. 9 \(the model has 10 outputs\), got 12"):
+        grad_cam(model, model.stages[-1], images, target=12)
+    with pytest.raises(ValueError, match=r"got \[0, -1\]"):
+        grad_cam(model, model.stages[-1], images, target=torch.tensor([0, -1]))
+    with pytest.raises(ValueError, match="one per image"):
+        grad_cam(model, model.stages[-1], images, target=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="layer must be a submodule of the model"):
+        grad_cam(model, torch.nn.Conv2d(64, 64, 1), images)
+    assert grad_cam(model, model.stages[-1], images, target=3).shape == (2, 32, 32)

@@ -182,3 +182,31 @@ def test_fit_refuses_bad_epochs(epochs):
     train_loader, _ = make_loaders(n_train=8, n_test=8, batch_size=4, seed=0)
     with pytest.raises(ValueError, match=r"epochs must be an int >= 1"):
         fit(ResNet(), train_loader, epochs=epochs, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, None])
+def test_set_seed_refuses_seeds_out_of_range(seed):
+    with pytest.raises(ValueError, match=r"seed must be an int from 0 to 2\*\*32 - 1"):
+        set_seed(seed)
+
+
+def test_set_seed_takes_numpy_ints():
+    set_seed(np.int64(3))
+    first = torch.rand(1)
+    set_seed(3)
+    assert torch.equal(first, torch.rand(1))
+
+
+def test_evaluate_refuses_an_empty_loader():
+    empty = DataLoader(TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), batch_size=2)
+    with pytest.raises(ValueError, match="evaluate: the loader has no batches"):
+        evaluate(nn.Linear(4, 2), empty)
+
+
+def test_fit_says_why_a_batch_of_one_fails():
+    from attn_course.attention import GatherExcite
+
+    model = nn.Sequential(GatherExcite(4, extra_params=True, feature_size=2), nn.Flatten(), nn.Linear(16, 2))
+    data = TensorDataset(torch.randn(3, 4, 2, 2), torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match="fit got a batch of one image.*drop_last=True"):
+        fit(model, DataLoader(data, batch_size=2), epochs=1, device="cpu", progress=False)

@@ -127,3 +127,15 @@ def test_plot_bars(ax):
     assert [t.get_text() for t in ax.texts] == ["0.91", "0.94"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ResNet", "SE"]
     assert ax.get_ylabel() == "accuracy" and ax.get_title() == "test"
+
+
+def test_overlay_with_a_nan_pixel_still_draws_the_map():
+    # One NaN pixel used to make the whole normalised map NaN: nothing was drawn.
+    attention = np.arange(16, dtype=float).reshape(4, 4)
+    attention[0, 0] = np.nan
+    fig, ax = plt.subplots()
+    overlay_attention(np.zeros((32, 32)), attention, ax=ax)
+    shown = ax.images[-1].get_array()
+    assert shown.mask[0, 0] and not shown.mask[1:].any()
+    assert shown.min() == 0.0 and shown.max() == 1.0
+    plt.close(fig)
