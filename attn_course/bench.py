@@ -15,6 +15,8 @@ def count_parameters(model, trainable_only=False):
     """Number of parameters (all of them, or only those with ``requires_grad``)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"count_parameters needs an nn.Module, got {type(model).__name__}.")
+    if not isinstance(trainable_only, bool):  # "no" would count as True
+        raise TypeError(f"trainable_only must be True or False, got {trainable_only!r}.")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 

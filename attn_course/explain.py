@@ -32,6 +32,8 @@ def grad_cam(model, layer, images, target=None, upsample=True):
     """
     if not isinstance(layer, nn.Module):
         raise TypeError(f"layer must be a submodule of the model, got {type(layer).__name__}.")
+    if not isinstance(upsample, bool):  # "no" would count as True
+        raise TypeError(f"upsample must be True or False, got {upsample!r}.")
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}.")
     if not any(module is layer for module in model.modules()):

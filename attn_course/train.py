@@ -1,5 +1,6 @@
 """Seeding, device choice, and a small training loop with a progress bar."""
 
+import numbers
 import random
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,13 @@ def set_seed(seed=0):
 def get_device(prefer=None):
     """The best device available: CUDA, then Apple's MPS, then the CPU; ``prefer`` overrides."""
     if prefer is not None:
-        return torch.device(prefer)
+        device = torch.device(prefer)
+        mps = getattr(torch.backends, "mps", None)
+        available = {"cuda": torch.cuda.is_available, "mps": lambda: mps is not None and mps.is_available()}
+        if device.type in available and not available[device.type]():
+            raise ValueError(f"get_device: {device.type} is not available on this machine; use get_device() to take "
+                             f"the best device there is, or prefer='cpu'.")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -84,6 +91,15 @@ def fit(model, train_loader, test_loader=None, epochs=3, lr=3e-3, device=None, l
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}.")
     if len(train_loader) == 0:
         raise ValueError("train_loader has no batches: is its data set empty?")
+    if test_loader is not None and len(test_loader) == 0:
+        raise ValueError("test_loader has no batches: is its data set empty? Pass None to train without testing.")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    for name, value in (("loss_fn", loss_fn), ("on_epoch_end", on_epoch_end)):
+        if value is not None and not callable(value):  # found out only after an epoch of training otherwise
+            raise TypeError(f"{name} must be a function, got {type(value).__name__}.")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}.")
     device = device or get_device()
     loss_fn = loss_fn or F.cross_entropy
     model.to(device).train()

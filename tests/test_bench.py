@@ -82,3 +82,8 @@ def test_parameter_free_modules_can_be_measured():
 
     rows = cost_table({"ge": GatherExcite(8)}, (1, 8, 4, 4), warmup=0, repeats=1)
     assert rows[0]["params"] == 0 and rows[0]["ms"] > 0
+
+
+def test_count_parameters_wants_a_bool():
+    with pytest.raises(TypeError, match="trainable_only must be True or False"):
+        count_parameters(nn.Linear(2, 2), trainable_only="no")

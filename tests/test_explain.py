@@ -104,3 +104,9 @@ def test_grad_cam_refuses_a_target_out_of_range_and_a_foreign_layer():
     with pytest.raises(ValueError, match="layer must be a submodule of the model"):
         grad_cam(model, torch.nn.Conv2d(64, 64, 1), images)
     assert grad_cam(model, model.stages[-1], images, target=3).shape == (2, 32, 32)
+
+
+def test_grad_cam_wants_a_bool_for_upsample():
+    model = ResNet()
+    with pytest.raises(TypeError, match="upsample must be True or False"):
+        grad_cam(model, model.stages[-1], torch.rand(2, 1, 32, 32), upsample="no")

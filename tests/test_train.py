@@ -210,3 +210,28 @@ def test_fit_says_why_a_batch_of_one_fails():
     data = TensorDataset(torch.randn(3, 4, 2, 2), torch.tensor([0, 1, 0]))
     with pytest.raises(ValueError, match="fit got a batch of one image.*drop_last=True"):
         fit(model, DataLoader(data, batch_size=2), epochs=1, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"on_epoch_end": "print"}, TypeError, "on_epoch_end must be a function, got str"),
+    ({"loss_fn": 1}, TypeError, "loss_fn must be a function, got int"),
+    ({"progress": "no"}, TypeError, "progress must be True or False"),
+    ({"lr": 0}, ValueError, "lr must be a positive number"),
+    ({"test_loader": DataLoader(TensorDataset(torch.zeros(0, 4), torch.zeros(0)), batch_size=2)}, ValueError,
+     "test_loader has no batches"),
+])
+def test_fit_checks_its_arguments_before_training(kwargs, error, message):
+    # A callback that is not callable used to fail only after a whole epoch of training.
+    model = nn.Linear(4, 2)
+    before = [p.clone() for p in model.parameters()]
+    data = DataLoader(TensorDataset(torch.randn(4, 4), torch.tensor([0, 1, 0, 1])), batch_size=2)
+    with pytest.raises(error, match=message):
+        fit(model, data, epochs=1, device="cpu", **{"progress": False, **kwargs})
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_get_device_refuses_a_device_that_is_not_there():
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda is not available on this machine"):
+            get_device("cuda")
+    assert get_device("cpu") == torch.device("cpu")
