@@ -114,3 +114,8 @@ def test_notebook_checks_some_output_and_stores_it(path):
     checked = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert checked, f"{path.name} has no cell marked # NBVAL_CHECK_OUTPUT"
     assert all(c.outputs for c in checked), f"{path.name}: a checked cell has no stored output to compare"
+
+
+def test_markdown_outputs_render_as_tables_and_math():
+    # format_table's pipe tables: CommonMark (myst-nb's default) has no tables, GFM no $math$.
+    assert CONFIG["sphinx"]["config"]["nb_render_markdown_format"] == "myst"
