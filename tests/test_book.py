@@ -119,3 +119,17 @@ def test_notebook_checks_some_output_and_stores_it(path):
 def test_markdown_outputs_render_as_tables_and_math():
     # format_table's pipe tables: CommonMark (myst-nb's default) has no tables, GFM no $math$.
     assert CONFIG["sphinx"]["config"]["nb_render_markdown_format"] == "myst"
+
+
+def test_mathjax_and_widget_manager_are_served_by_the_book():
+    """The book reads offline: MathJax 3 and the widget manager come from book/_static, with licences."""
+    sphinx = CONFIG["sphinx"]["config"]
+    static = [ROOT / p for p in sphinx["html_static_path"]]
+    mathjax = sphinx["mathjax_path"]
+    assert "://" not in mathjax and re.search(r"mathjax-3\.2\.\d+/", mathjax), mathjax
+    scripts = [mathjax, *sphinx["nb_ipywidgets_js"]]
+    for script in scripts:
+        assert "://" not in script, f"{script} is not served by the book"
+        found = [s / script for s in static if (s / script).is_file()]
+        assert found, f"{script} is not in {sphinx['html_static_path']}"
+        assert (found[0].parent / "LICENSE").is_file(), f"no LICENSE beside {script}"
