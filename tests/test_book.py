@@ -133,3 +133,9 @@ def test_mathjax_and_widget_manager_are_served_by_the_book():
         found = [s / script for s in static if (s / script).is_file()]
         assert found, f"{script} is not in {sphinx['html_static_path']}"
         assert (found[0].parent / "LICENSE").is_file(), f"no LICENSE beside {script}"
+
+
+def test_local_extension_is_registered():
+    extensions = CONFIG["sphinx"]["local_extensions"]
+    for name, path in extensions.items():
+        assert (ROOT / path / f"{name}.py").is_file()
