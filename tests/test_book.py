@@ -139,3 +139,21 @@ def test_local_extension_is_registered():
     extensions = CONFIG["sphinx"]["local_extensions"]
     for name, path in extensions.items():
         assert (ROOT / path / f"{name}.py").is_file()
+
+
+def test_citations_of_the_same_authors_and_year_differ():
+    pybtex = pytest.importorskip("pybtex.database", reason="the book's dependencies are not installed")
+    import sys
+
+    sys.path.insert(0, str(ROOT / CONFIG["sphinx"]["local_extensions"]["attn_book"]))
+    try:
+        attn_book = pytest.importorskip("attn_book")
+    finally:
+        sys.path.pop(0)
+    entries = pybtex.parse_file(str(ROOT / CONFIG["bibtex_bibfiles"][0])).entries
+    attn_book.disambiguate_years(entries)
+    texts = {key: f"{attn_book.citation_authors(e)}, {e.fields['year']}" for key, e in entries.items()}
+    assert len(set(texts.values())) == len(texts), texts
+    assert texts["hu2018ge"] == "Hu et al., 2018a" and texts["hu2018se"] == "Hu et al., 2018b"
+    attn_book.disambiguate_years(entries)  # idempotent: a rebuild adds no second suffix
+    assert entries["hu2018se"].fields["year"] == "2018b"

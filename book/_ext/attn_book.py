@@ -7,9 +7,25 @@
    GitHub readers need) is an image on colab.research.google.com; the book shows a copy of
    its own, book/_static/images/colab-badge.svg, so that it reads offline and requests nothing
    from Google. The badge still links to Colab.
+3. Author-year citations a reader can tell apart: when two entries would be cited with the same
+   text ("Hu et al., 2018" for both Squeeze-and-Excitation and Gather-Excite), their years get
+   the suffixes a, b, ... in the order of their titles, in the text and in the bibliography alike.
+   The bibliography style ``authoryear`` labels each entry with that same citation text.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
+from string import ascii_lowercase
+
+from pybtex.plugin import register_plugin
+from pybtex.richtext import Text
+from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearTitleSorting
+
+PLAIN_YEAR = "year_without_suffix"  # where the entry's own year is kept, so rebuilds add no second suffix
+
 
 # --- 1. one copy of each script ----------------------------------------------------------------
 
@@ -50,7 +66,75 @@ def use_local_images(app, pagename, templatename, context, doctree):
     context["body"] = body
 
 
+# --- 3. author-year citations with a, b suffixes ------------------------------------------------
+
+
+def _plain(text):
+    """A BibTeX name or title as plain text: LaTeX accents decoded, braces dropped."""
+    return str(Text.from_latex(text)) if "\\" in text or "{" in text else text
+
+
+def citation_authors(entry):
+    """The author part of an author-year citation, as sphinxcontrib-bibtex's author_year writes it."""
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    last = [_plain(" ".join(p.prelast_names + p.last_names)) for p in persons]
+    if not last:
+        return _plain(entry.fields.get("title", entry.key))
+    if len(last) == 1:
+        return last[0]
+    if len(last) == 2:
+        return f"{last[0]} and {last[1]}"
+    return f"{last[0]} et al."
+
+
+def disambiguate_years(entries):
+    """Give entries that share author text and year the year suffixes a, b, ...; idempotent."""
+    groups = defaultdict(list)
+    for entry in entries.values():
+        if PLAIN_YEAR in entry.fields:  # restore, in case the bib data was kept from a previous build
+            entry.fields["year"] = entry.fields[PLAIN_YEAR]
+        year = entry.fields.get("year")
+        if year:
+            groups[(citation_authors(entry), year)].append(entry)
+    changed = {}
+    for (_, year), group in groups.items():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda e: (_plain(e.fields.get("title", "")).lower(), e.key))
+        for suffix, entry in zip(ascii_lowercase, group):
+            entry.fields[PLAIN_YEAR] = year
+            entry.fields["year"] = f"{year}{suffix}"
+            changed[entry.key] = entry.fields["year"]
+    return changed
+
+
+def suffix_bibliography_years(app):
+    domain = app.env.get_domain("cite")
+    disambiguate_years(domain.bibdata.data.entries)
+
+
+class AuthorYearLabelStyle(BaseLabelStyle):
+    """Labels the bibliography with the citation text, e.g. 'Hu et al., 2018b'."""
+
+    def format_labels(self, sorted_entries):
+        for entry in sorted_entries:
+            yield f"{citation_authors(entry)}, {entry.fields.get('year', 'n.d.')}"
+
+
+class AuthorYearStyle(UnsrtStyle):
+    """pybtex's unsrt entries, sorted by author, year and title, labelled with the citation text."""
+
+    default_label_style = AuthorYearLabelStyle
+    default_sorting_style = AuthorYearTitleSorting
+
+
+register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
+
+
 def setup(app):
+    app.setup_extension("sphinxcontrib.bibtex")
+    # after sphinxcontrib-bibtex has read the .bib files (its own builder-inited handler, priority 500)
+    app.connect("builder-inited", suffix_bibliography_years, priority=900)
     # after every other handler (myst-nb adds the widget scripts in its own)
     app.connect("html-page-context", drop_duplicate_scripts, priority=999)
     app.connect("html-page-context", use_local_images)
