@@ -157,3 +157,16 @@ def test_citations_of_the_same_authors_and_year_differ():
     assert texts["hu2018ge"] == "Hu et al., 2018a" and texts["hu2018se"] == "Hu et al., 2018b"
     attn_book.disambiguate_years(entries)  # idempotent: a rebuild adds no second suffix
     assert entries["hu2018se"].fields["year"] == "2018b"
+
+
+def test_licence_citation_and_footer():
+    licence = (ROOT / "LICENSE").read_text()
+    assert "MIT License" in licence and "CC BY 4.0" in licence and "creativecommons.org/licenses/by/4.0" in licence
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert cff["message"] and cff["title"]
+    assert cff["authors"] == [{"name": "The attn-course contributors"}]
+    assert cff["repository-code"] == CONFIG["repository"]["url"]
+    assert set(cff["license"]) == {"MIT", "CC-BY-4.0"}
+    footer = CONFIG["html"]["extra_footer"]
+    assert "CC BY 4.0" in footer and "LICENSE" in footer and "MIT" in footer
