@@ -170,3 +170,20 @@ def test_licence_citation_and_footer():
     assert set(cff["license"]) == {"MIT", "CC-BY-4.0"}
     footer = CONFIG["html"]["extra_footer"]
     assert "CC BY 4.0" in footer and "LICENSE" in footer and "MIT" in footer
+
+
+def _make_targets(text):
+    return re.findall(r"^\s*(?:-\s*run:\s*)?(?:[A-Z_]+=\S+\s+)*make\s+([\w-]+)", text, flags=re.M)
+
+
+def test_publishing_workflow_runs_the_ci_make_targets():
+    ci = _make_targets((ROOT / ".ci" / "run").read_text())
+    workflow_text = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    workflow = yaml.safe_load(workflow_text)
+    assert ci and _make_targets(workflow_text) == ci, "book.yml must run the make targets of .ci/run, in order"
+    steps = workflow["jobs"]["build"]["steps"]
+    uses = [s.get("uses", "") for s in steps] + [s.get("uses", "") for s in workflow["jobs"]["deploy"]["steps"]]
+    assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)
+    assert any(u.startswith("actions/deploy-pages@") for u in uses)
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
+    assert upload["with"]["path"] == "_build/html"
