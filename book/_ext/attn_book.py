@@ -11,6 +11,7 @@
    text ("Hu et al., 2018" for both Squeeze-and-Excitation and Gather-Excite), their years get
    the suffixes a, b, ... in the order of their titles, in the text and in the bibliography alike.
    The bibliography style ``authoryear`` labels each entry with that same citation text.
+4. book/_static/attn_book.css: long lines of cell outputs wrap instead of scrolling sideways.
 """
 
 from __future__ import annotations
@@ -138,5 +139,6 @@ def setup(app):
     # after every other handler (myst-nb adds the widget scripts in its own)
     app.connect("html-page-context", drop_duplicate_scripts, priority=999)
     app.connect("html-page-context", use_local_images)
+    app.add_css_file("attn_book.css")  # book/_static, the html_static_path of _config.yml
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
 
