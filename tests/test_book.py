@@ -187,3 +187,65 @@ def test_publishing_workflow_runs_the_ci_make_targets():
     assert any(u.startswith("actions/deploy-pages@") for u in uses)
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
     assert upload["with"]["path"] == "_build/html"
+
+
+def _ext_module(name):
+    import importlib
+    import sys
+
+    pytest.importorskip("sphinx", reason="the book's dependencies are not installed")
+    sys.path.insert(0, str(ROOT / CONFIG["sphinx"]["local_extensions"]["attn_book"]))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_ci_executes_each_notebook_once():
+    # make test saves nbval's executed notebooks there, and make book shows them (book/_ext).
+    executed = _ext_module("executed_notebooks")
+    ci = (ROOT / ".ci" / "run").read_text()
+    setting = re.search(rf"^export {executed.ENV}=(\S+)$", ci, flags=re.M)
+    assert setting, f".ci/run must export {executed.ENV}"
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    assert workflow["jobs"]["build"]["env"][executed.ENV] == setting.group(1)
+    assert setting.start() < re.search(r"^make test$", ci, flags=re.M).start()
+
+
+def test_book_uses_an_executed_copy_only_while_it_is_current(tmp_path, monkeypatch):
+    executed = _ext_module("executed_notebooks")
+    attn_book = _ext_module("attn_book")
+    notebook = NOTEBOOKS[0]
+    docname = notebook.relative_to(ROOT).with_suffix("").as_posix()
+
+    class Env:
+        def doc2path(self, name):
+            return ROOT / f"{name}.ipynb"
+
+    class App:
+        confdir = str(ROOT)
+        env = Env()
+
+    app = App()
+    attn_book.init_executed(app)
+    monkeypatch.setenv(executed.ENV, str(tmp_path))
+    copy = executed.copy_path(tmp_path, ROOT, notebook)
+    copy.parent.mkdir(parents=True)
+    nb = nbformat.read(notebook, as_version=4)
+    nb.metadata[executed.METADATA_KEY] = {"by": "nbval", "inputs_sha256": executed.inputs_digest(ROOT, notebook)}
+    nbformat.write(nb, copy)
+
+    source = [notebook.read_text()]
+    attn_book.use_executed_notebook(app, docname, source)
+    shown = yaml.safe_load(source[0])  # JSON is YAML
+    assert shown["metadata"]["mystnb"]["execution_mode"] == "off"
+
+    nb.metadata[executed.METADATA_KEY]["inputs_sha256"] = "stale"
+    nbformat.write(nb, copy)
+    source = [notebook.read_text()]
+    attn_book.use_executed_notebook(app, docname, source)
+    assert source == [notebook.read_text()], "a stale copy must not be shown: the book executes the notebook"
+
+    monkeypatch.delenv(executed.ENV)
+    attn_book.use_executed_notebook(app, docname, source)
+    assert source == [notebook.read_text()]

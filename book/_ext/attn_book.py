@@ -12,18 +12,28 @@
    the suffixes a, b, ... in the order of their titles, in the text and in the bibliography alike.
    The bibliography style ``authoryear`` labels each entry with that same citation text.
 4. book/_static/attn_book.css: long lines of cell outputs wrap instead of scrolling sideways.
+5. Each notebook executes once in CI: with ATTN_EXECUTED_NOTEBOOKS set, a notebook that nbval
+   executed in this run (`make test`, see executed_notebooks.py and conftest.py) is rendered
+   from that executed copy, with execution off for it alone; any other notebook is executed by
+   the book as usual. Without the variable, every notebook is executed (execute_notebooks: force).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from string import ascii_lowercase
 
+import executed_notebooks
 from pybtex.plugin import register_plugin
 from pybtex.richtext import Text
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
 from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearTitleSorting
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
 
 PLAIN_YEAR = "year_without_suffix"  # where the entry's own year is kept, so rebuilds add no second suffix
 
@@ -132,6 +142,46 @@ class AuthorYearStyle(UnsrtStyle):
 register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
 
 
+# --- 5. notebooks executed once in CI -------------------------------------------------------------
+
+
+def use_executed_notebook(app, docname, source):
+    directory = executed_notebooks.folder(app.confdir)
+    path = Path(app.env.doc2path(docname))
+    if directory is None or path.suffix != ".ipynb":
+        return
+    copy = executed_notebooks.copy_path(directory, app.confdir, path)
+    why_not = None
+    if not copy.is_file():
+        why_not = f"no executed copy at {copy}"
+    else:
+        nb = json.loads(copy.read_text(encoding="utf-8"))
+        recorded = nb.get("metadata", {}).get(executed_notebooks.METADATA_KEY, {}).get("inputs_sha256")
+        if recorded != executed_notebooks.inputs_digest(app.confdir, path):
+            why_not = f"{copy} is stale (the notebook or attn_course changed since)"
+    if why_not is not None:
+        logger.info(f"[attn_book] {docname}: executing it ({why_not})")
+        app.env.attn_executed.setdefault("executed", []).append(docname)
+        return
+    nb["metadata"].setdefault("mystnb", {})["execution_mode"] = "off"
+    source[0] = json.dumps(nb)
+    logger.info(f"[attn_book] {docname}: shown as nbval executed it ({copy})")
+    app.env.attn_executed.setdefault("from nbval", []).append(docname)
+
+
+def init_executed(app):
+    app.env.attn_executed = {}
+
+
+def report_executed(app, exception):
+    done = getattr(app.env, "attn_executed", {}) if app.env else {}
+    if exception is None and executed_notebooks.folder(app.confdir) is not None and done:
+        logger.info(
+            f"[attn_book] notebooks from nbval's run: {len(done.get('from nbval', []))}, "
+            f"executed by the book: {len(done.get('executed', []))} {done.get('executed', [])}"
+        )
+
+
 def setup(app):
     app.setup_extension("sphinxcontrib.bibtex")
     # after sphinxcontrib-bibtex has read the .bib files (its own builder-inited handler, priority 500)
@@ -140,5 +190,8 @@ def setup(app):
     app.connect("html-page-context", drop_duplicate_scripts, priority=999)
     app.connect("html-page-context", use_local_images)
     app.add_css_file("attn_book.css")  # book/_static, the html_static_path of _config.yml
+    app.connect("builder-inited", init_executed)
+    app.connect("source-read", use_executed_notebook)
+    app.connect("build-finished", report_executed)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
 
