@@ -15,9 +15,10 @@ test: $(VENV)/.installed-test
 	$(BIN)/pytest --nbval-lax --nbval-current-env
 
 # Open every page of the built book in a real browser (Debian's chromium at /usr/bin/chromium,
-# driven by Playwright) and check what readers see; run it after `make book`.
+# driven by Playwright) and check what readers see; run it after `make book`. test_book.py runs
+# again here, now that the book's dependencies are installed (make test skips the tests needing them).
 browser-test: $(VENV)/.installed-browser
-	ATTN_REQUIRE_BROWSER=1 $(BIN)/pytest tests/test_browser.py -rxs
+	ATTN_REQUIRE_BROWSER=1 $(BIN)/pytest tests/test_browser.py tests/test_book.py -rxs
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
