@@ -249,3 +249,53 @@ def test_book_uses_an_executed_copy_only_while_it_is_current(tmp_path, monkeypat
     monkeypatch.delenv(executed.ENV)
     attn_book.use_executed_notebook(app, docname, source)
     assert source == [notebook.read_text()]
+
+
+def test_nbval_saves_what_nbclient_would_have_computed(tmp_path):
+    """The plugin's copy of an nbval run has the outputs and widget state the book's nbclient gives."""
+    import os
+    import subprocess
+    import sys
+
+    nbclient = pytest.importorskip("nbclient", reason="the book's dependencies are not installed")
+    pytest.importorskip("nbval")
+    pytest.importorskip("tqdm")
+    executed = _ext_module("executed_notebooks")
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# a notebook"),
+        nbformat.v4.new_code_cell("import sys\nprint('out')\nprint('err', file=sys.stderr)\nprint('out again')"),
+        nbformat.v4.new_code_cell(
+            "from IPython.display import Markdown, display\ndisplay(Markdown('| a |\\n|---|\\n| 1 |'))\n1 + 1"
+        ),
+        nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nfor i in tqdm(range(3)):\n    pass"),
+    ]
+    path = tmp_path / "notebooks" / "tiny.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nb, path)
+    env = {**os.environ, executed.ENV: str(tmp_path / "executed"), "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.nbval_executed", "--nbval-lax", "--nbval-current-env",
+         "--rootdir", str(tmp_path), "-p", "no:cacheprovider", "-o", "addopts=", str(path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    ours = nbformat.read(tmp_path / "executed" / "notebooks" / "tiny.ipynb", as_version=4)
+    theirs = nbclient.NotebookClient(nbformat.read(path, as_version=4), kernel_name="python3").execute()
+
+    def outputs(notebook):
+        return [
+            (c.execution_count, [(o.output_type, o.get("name"), o.get("text"), o.get("data", {}).get("text/markdown"),
+                                  o.get("execution_count")) for o in c.outputs])
+            for c in notebook.cells if c.cell_type == "code"
+        ]
+
+    def widgets(notebook):
+        state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+        # names of all models, and where each progress bar ended (the rate in its text varies)
+        return sorted((w["model_name"], w["state"].get("value") if "Progress" in w["model_name"] else None)
+                      for w in state.values())
+
+    assert outputs(ours) == outputs(theirs)
+    assert widgets(ours) == widgets(theirs)
+    assert ours.metadata[executed.METADATA_KEY]["by"] == "nbval"
