@@ -33,3 +33,7 @@ def pytest_terminal_summary(terminalreporter):
         elif seconds > CHAPTER_SECONDS:
             flag = "   over budget"
         terminalreporter.write_line(f"{seconds:7.1f} s  {path}{flag}")
+
+
+# With ATTN_EXECUTED_NOTEBOOKS set (CI), also save the notebooks nbval executed, for the book.
+pytest_plugins = ["tests.nbval_executed"]
