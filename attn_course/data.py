@@ -9,6 +9,7 @@ can be scored against ground truth. The glyph pool is split once, with a fixed s
 test digit's handwriting (and no test clutter) is ever seen in training.
 """
 
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -58,6 +59,8 @@ def glyph_pools(scale=2):
     stratified by class and fixed by ``SPLIT_SEED``, so it is the same for every user seed.
     The result is cached: treat the arrays as read-only.
     """
+    if not _is_int(scale) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1 (the glyphs are 8 x 8 pixels times scale), got {scale!r}.")
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -100,9 +103,9 @@ def _check_arguments(n, split, canvas_size, scale, n_clutter, fragment_size, ink
         raise ValueError(
             f"fragment_size must be between 1 and the digit size ({digit_size} px), got {fragment_size}."
         )
-    if isinstance(ink, bool) or not isinstance(ink, (int, float)) or not 0 < ink <= 1:
+    if isinstance(ink, bool) or not isinstance(ink, numbers.Real) or not 0 < ink <= 1:
         raise ValueError(f"ink must be a number in (0, 1], the brightness of the digit's strokes, got {ink!r}.")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not noise >= 0:
         raise ValueError(f"noise must be a number >= 0, the standard deviation of the pixel noise, got {noise!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}.")

@@ -141,6 +141,8 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"ResNet expects images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}."
             )
+        if not x.is_floating_point():
+            raise TypeError(f"ResNet expects floating-point images, got {x.dtype}: convert them with x.float().")
         return self.stages(self.stem(x))
 
     def forward(self, x):

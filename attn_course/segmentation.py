@@ -62,6 +62,9 @@ class SegmentationNet(nn.Module):
                 f"SegmentationNet expects images (B, {self.in_channels}, H, W) with H and W divisible "
                 f"by 4, got {tuple(x.shape)}."
             )
+        if not x.is_floating_point():
+            raise TypeError(f"SegmentationNet expects floating-point images, got {x.dtype}: convert them with "
+                            f"x.float().")
         detail = self.down1(self.stem(x))  # (B, C1, H/2, W/2)
         context = self.head(self.down2(detail))  # (B, C2, H/4, W/4)
         context = F.interpolate(context, size=detail.shape[-2:], mode="bilinear", align_corners=False)

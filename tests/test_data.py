@@ -263,3 +263,15 @@ def test_a_last_training_batch_of_one_image_is_dropped():
     sizes = [len(labels) for _, labels in loaders_for(make_cluttered_digits(10, seed=0), test, batch_size=4)[0]]
     assert sizes == [4, 4, 2]  # a last batch of two is kept
     assert [len(labels) for _, labels in loaders_for(train, test, batch_size=4)[1]] == [5]  # the test set is whole
+
+
+def test_numpy_floats_are_accepted_for_ink_and_noise():
+    # np.float32(0.5) was refused with "ink must be a number".
+    data = make_cluttered_digits(4, ink=np.float32(0.5), noise=np.float32(0.0), seed=1)
+    assert torch.equal(data.images, make_cluttered_digits(4, ink=0.5, noise=0.0, seed=1).images)
+
+
+@pytest.mark.parametrize("scale", [0, 1.5, "2", None])
+def test_glyph_pools_validates_its_scale(scale):
+    with pytest.raises(ValueError, match="scale must be an int >= 1"):
+        glyph_pools(scale)

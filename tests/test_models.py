@@ -295,3 +295,8 @@ def test_basic_block_refuses_attention_arguments_without_attention():
 def test_resnet_sizes_are_validated(kwargs):
     with pytest.raises(ValueError, match="must be positive ints"):
         ResNet(**kwargs)
+
+
+def test_integer_images_get_an_error_that_says_what_to_pass():
+    with pytest.raises(TypeError, match=r"ResNet expects floating-point images, got torch.uint8: convert them"):
+        ResNet()(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))

@@ -132,3 +132,8 @@ def test_a_misspelt_or_missing_attention_is_refused(kwargs, given):
     # SegmentationNet(atention="psa") used to build a network with an Identity head.
     with pytest.raises(TypeError, match=f"SegmentationNet got {given} but no attention"):
         SegmentationNet(**kwargs)
+
+
+def test_integer_images_get_an_error_that_says_what_to_pass():
+    with pytest.raises(TypeError, match="SegmentationNet expects floating-point images, got torch.int64"):
+        SegmentationNet()(torch.zeros(2, 1, 32, 32, dtype=torch.long))
