@@ -3,6 +3,7 @@
 import numbers
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,12 +61,17 @@ def evaluate(model, loader, device=None):
     device = device or model_device(model)
     if len(loader) == 0:
         raise ValueError("evaluate: the loader has no batches: is its data set empty?")
-    correct = total = 0
+    correct = total = nan_batches = 0
     with eval_mode(model):
         for images, labels in loader:
             logits = model(images.to(device))
+            nan_batches += bool(logits.isnan().any()) if logits.is_floating_point() else 0
             correct += (logits.argmax(1).cpu() == labels).float().mean().item() * len(labels)
             total += len(labels)
+    if nan_batches:  # the argmax of a NaN row is arbitrary: the accuracy means nothing
+        warnings.warn(f"evaluate: the model's outputs contain NaN in {nan_batches} of {len(loader)} batches, so the "
+                      f"accuracy is meaningless. Has the training diverged (try a smaller learning rate)?",
+                      RuntimeWarning, stacklevel=2)
     return correct / total
 
 

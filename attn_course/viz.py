@@ -10,8 +10,11 @@ def _numpy(x):
 
 
 def _image2d(image):
-    """(1, H, W), (H, W) or (3, H, W) tensor -> array matplotlib can show."""
+    """(1, H, W), (H, W) or (3, H, W) tensor -> array matplotlib can show, values in [0, 1]."""
     image = _numpy(image)
+    if image.size and np.nanmax(image) > 1 + 1e-6:  # shown with vmax=1, a 0..255 image would be all white
+        raise ValueError(f"images are shown with values in [0, 1], but this one reaches {np.nanmax(image):g}: "
+                         f"divide a 0..255 image by 255 first.")
     if image.ndim == 3 and image.shape[0] == 1:
         return image[0]
     if image.ndim == 3 and image.shape[0] == 3:

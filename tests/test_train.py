@@ -235,3 +235,13 @@ def test_get_device_refuses_a_device_that_is_not_there():
         with pytest.raises(ValueError, match="cuda is not available on this machine"):
             get_device("cuda")
     assert get_device("cpu") == torch.device("cpu")
+
+
+def test_evaluate_warns_about_nan_outputs():
+    class Diverged(nn.Module):
+        def forward(self, x):
+            return torch.full((len(x), 2), float("nan"))
+
+    data = DataLoader(TensorDataset(torch.randn(4, 4), torch.tensor([0, 1, 0, 1])), batch_size=2)
+    with pytest.warns(RuntimeWarning, match="contain NaN in 2 of 2 batches"):
+        evaluate(Diverged(), data)

@@ -139,3 +139,11 @@ def test_overlay_with_a_nan_pixel_still_draws_the_map():
     assert shown.mask[0, 0] and not shown.mask[1:].any()
     assert shown.min() == 0.0 and shown.max() == 1.0
     plt.close(fig)
+
+
+def test_an_image_in_0_to_255_is_refused_not_shown_white():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="divide a 0..255 image by 255 first"):
+        show_image(np.full((8, 8), 200.0), ax=ax)
+    show_image(np.full((8, 8), 1.0), ax=ax)
+    plt.close(fig)
