@@ -401,3 +401,19 @@ def test_plot_paired_differences_draws_one_group_per_setting_and_budget():
     dots = [line for line in ax.lines if line.get_marker() == "."]
     assert sorted(round(y, 6) for line in dots for y in line.get_ydata()) == [-2.0] * 3 + [1.0] * 3
     plt.close(fig)
+
+
+def test_load_results_of_a_grid_without_results(monkeypatch, tmp_path):
+    import attn_course.study as study
+
+    monkeypatch.setattr(study, "packaged_results", lambda grid: tmp_path / f"{grid}.csv")
+    assert study.load_results("zoo", missing_ok=True) == []
+    with pytest.raises(ResultsFileError, match="no such results file"):
+        study.load_results("zoo")
+
+
+def test_a_tiny_difference_is_not_written_as_minus_zero():
+    from attn_course.study import describe_effect
+
+    rows = _rows({"resnet": [0.9, 0.8, 0.7], "se": [0.9004, 0.7997, 0.6998]})
+    assert "by 0.0 points (95% CI" in describe_effect(rows, "se", "default", "chapter")

@@ -35,9 +35,14 @@ from .settings import (
 from .tables import describe_effect, effect_table, study_verdict
 
 
-def load_results(grid):
-    """The committed rows of ``grid`` (the package's copy of ``results/<grid>.csv``), checked."""
+def load_results(grid, missing_ok=False):
+    """The committed rows of ``grid`` (the package's copy of ``results/<grid>.csv``), checked.
+
+    ``missing_ok=True`` gives no rows, instead of an error, for a grid that has no results yet.
+    """
     get_grid(grid)
+    if missing_ok and not packaged_results(grid).is_file():
+        return []
     return read_results(packaged_results(grid), grid)
 
 

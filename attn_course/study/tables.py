@@ -24,7 +24,8 @@ def _present(rows, key, order):
 
 
 def _points(value):
-    return f"{100 * value:+.1f}"
+    text = f"{100 * value:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text  # no signed zero
 
 
 def _cell(summary):
