@@ -1,11 +1,16 @@
 """Numbers for the prose: glue a computed value into the book, and show it in Jupyter and Colab too.
 
 The book's prose inserts values with MyST-NB's ``{glue:text}`name:.1f``` role, so the text
-cannot drift from what the notebook computes. MyST-NB is part of the book build only: in Jupyter
-and Colab the role shows raw, so :func:`say` also prints the sentence for those readers.
+cannot drift from what the notebook computes. :func:`glue` stores a value the way MyST-NB's own
+``myst_nb.glue(name, value, display=False)`` does (a hidden display output of the cell), without
+needing MyST-NB where the notebook runs: nbval's runs, which the book renders in CI, glue too.
+In Jupyter and Colab the role shows raw, so :func:`say` also prints the sentence for those readers.
 """
 
 import numbers
+
+# The output type MyST-NB reads glued values from (myst_nb.ext.glue.GLUE_PREFIX).
+GLUE_PREFIX = "application/papermill.record/"
 
 
 def _plain(value):
@@ -19,18 +24,29 @@ def _plain(value):
     return value
 
 
+def _display(bundle, metadata):
+    from IPython.display import display
+
+    display(bundle, raw=True, metadata=metadata)
+
+
 def glue(name, value):
     """Store ``value`` under ``name`` for the book's ``{glue:text}`` roles; return it as a plain value.
 
-    Outside a MyST-NB build (Jupyter, Colab, the tests) there is nothing to store into and this
-    only returns the value: the book build itself fails on a role whose name was never glued.
+    Inside a Jupyter kernel this publishes the hidden output that MyST-NB reads; in plain Python
+    (no kernel) there is nowhere to store it and this only returns the value.
     """
     value = _plain(value)
     try:
-        from myst_nb import glue as myst_glue
-    except ImportError:  # not building the book: nothing to glue into
+        from IPython import get_ipython
+        from IPython.core.formatters import format_display_data
+    except ImportError:  # no IPython at all: not a notebook
         return value
-    myst_glue(name, value, display=False)
+    if get_ipython() is None:
+        return value
+    bundle, metadata = format_display_data(value)
+    metadata["scrapbook"] = {"name": name, "mime_prefix": GLUE_PREFIX}
+    _display({GLUE_PREFIX + kind: data for kind, data in bundle.items()}, metadata)
     return value
 
 

@@ -1,4 +1,5 @@
-"""attn_course.prose: values glued for the book are plain Python numbers, and say() prints its sentence."""
+"""attn_course.prose: values glued for the book are plain Python numbers, stored as MyST-NB stores them,
+and say() prints its sentence."""
 
 import numpy as np
 import pytest
@@ -17,16 +18,37 @@ def test_glue_returns_plain_python_values(value, expected, kind):
     assert f"{prose.glue('x', np.float64(0.12345)):.2f}" == "0.12"
 
 
-def test_glue_stores_into_myst_nb_when_it_is_there(monkeypatch):
-    import sys
-    import types
+@pytest.fixture
+def kernel(monkeypatch):
+    """Pretend to run inside a Jupyter kernel and collect what glue publishes."""
+    published = []
+    monkeypatch.setattr("IPython.get_ipython", lambda: object())
+    monkeypatch.setattr(prose, "_display", lambda bundle, metadata: published.append((bundle, metadata)))
+    return published
 
-    stored = {}
-    fake = types.ModuleType("myst_nb")
-    fake.glue = lambda name, value, display: stored.update({name: (value, display)})  # noqa: E731
-    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+
+def test_glue_publishes_the_output_myst_nb_reads(kernel):
     prose.glue("acc", np.float32(0.75))
-    assert stored == {"acc": (0.75, False)} and type(stored["acc"][0]) is float
+    ((bundle, metadata),) = kernel
+    assert bundle == {"application/papermill.record/text/plain": "0.75"}
+    assert metadata["scrapbook"] == {"name": "acc", "mime_prefix": "application/papermill.record/"}
+
+
+def test_glue_publishes_exactly_what_myst_nb_glue_does(kernel, monkeypatch):
+    glue_module = pytest.importorskip("myst_nb.ext.glue")
+    theirs = []
+    monkeypatch.setattr(glue_module, "ipy_display", lambda bundle, raw, metadata: theirs.append((bundle, metadata)))
+    for name, value in [("a", 0.125), ("b", 42), ("c", "SE changes test accuracy by +0.3 points.")]:
+        prose.glue(name, value)
+        glue_module.glue(name, value, display=False)
+    assert kernel == theirs
+    assert glue_module.GLUE_PREFIX == prose.GLUE_PREFIX
+
+
+def test_outside_a_kernel_glue_publishes_nothing(monkeypatch):
+    monkeypatch.setattr("IPython.get_ipython", lambda: None)  # as in plain Python (tests may have made a shell)
+    monkeypatch.setattr(prose, "_display", lambda *a: pytest.fail("published outside a kernel"))
+    assert prose.glue("x", 1.5) == 1.5
 
 
 def test_say_prints_the_sentence_for_jupyter_readers(capsys):
