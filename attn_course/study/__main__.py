@@ -68,7 +68,9 @@ def command_run(args):
 def command_report(args):
     rows = _read(args.grid, args.results)
     print(f"grid {args.grid}: {len(rows)} runs")
-    print(format_report(rows, metric=args.metric, order=tuple(MODELS)))
+    models = get_grid(args.grid).models
+    baseline = "resnet" if "resnet" in models else models[0]  # segmentation: the network without a head
+    print(format_report(rows, metric=args.metric, order=tuple(MODELS), baseline=baseline))
     return 0
 
 

@@ -85,25 +85,26 @@ def _order(rows, order):
                                        r["mechanism"]))
 
 
-def format_report(rows, metric="test_accuracy", scale=100.0, unit="points", order=()):
+def format_report(rows, metric="test_accuracy", scale=100.0, unit="points", order=(), baseline=BASELINE):
     """The text of ``report``: per setting and budget, every model's mean and interval, then the paired
-    differences from the plain ResNet. Values are multiplied by ``scale`` (accuracy in percent)."""
+    differences from ``baseline``. Values are multiplied by ``scale`` (accuracy in percent)."""
     fmt = lambda v: "   n/a" if v != v else f"{scale * v:6.2f}"  # noqa: E731
+    signed = lambda v: "   n/a" if v != v else f"{scale * v:+6.2f}"  # noqa: E731
     lines = [f"{metric} in {unit if scale != 1 else 'units'}: mean, sd and Student-t 95% interval over seeds"]
     summary = _order(summarise(rows, metric), order)
-    diffs = {(d["setting"], d["budget"], d["mechanism"]): d for d in paired_differences(rows, metric)}
+    diffs = {(d["setting"], d["budget"], d["mechanism"]): d for d in paired_differences(rows, metric, baseline)}
     current = None
     for row in summary:
         if (row["setting"], row["budget"]) != current:
             current = (row["setting"], row["budget"])
             lines += ["", f"setting {current[0]}, budget {current[1]}",
                       f"  {'model':15s} {'n':>2s} {'mean':>6s} {'sd':>6s} {'95% CI':>17s}   "
-                      f"{'paired difference from resnet, 95% CI':s}"]
+                      f"paired difference from {baseline}, 95% CI"]
         text = (f"  {row['mechanism']:15s} {row['n']:2d} {fmt(row['mean'])} {fmt(row['sd'])} "
                 f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]")
         d = diffs.get((row["setting"], row["budget"], row["mechanism"]))
         if d is not None:
-            text += (f"   {scale * d['mean']:+6.2f} [{scale * d['ci_low']:+6.2f}, {scale * d['ci_high']:+6.2f}]"
+            text += (f"   {signed(d['mean'])} [{signed(d['ci_low'])}, {signed(d['ci_high'])}]"
                      f" n={d['n']}: {d['verdict']}")
         lines.append(text)
     return "\n".join(lines)
