@@ -6,7 +6,9 @@ Visual Attention", NeurIPS 2014, https://arxiv.org/abs/1406.6247.
 
 Every sample carries its label, the digit's bounding box and its pixel mask, so attention maps
 can be scored against ground truth. The glyph pool is split once, with a fixed seed, so that no
-test digit's handwriting (and no test clutter) is ever seen in training.
+test glyph (digit or clutter) is ever seen in training. The bundled digits come from only 13
+writers, so the split is glyph-disjoint, not writer-disjoint: test digits are new glyphs, not
+new hands.
 """
 
 import numbers
