@@ -417,3 +417,22 @@ def test_a_tiny_difference_is_not_written_as_minus_zero():
 
     rows = _rows({"resnet": [0.9, 0.8, 0.7], "se": [0.9004, 0.7997, 0.6998]})
     assert "by 0.0 points (95% CI" in describe_effect(rows, "se", "default", "chapter")
+
+
+def test_recomputed_values_are_compared_as_the_file_stores_them(tiny, tmp_path, monkeypatch, capsys):
+    from attn_course.study.results import as_stored
+
+    assert as_stored(0.9685000000000001) == 0.9685 and as_stored(0.12345678) == 0.123457
+    run_grid("tiny", tmp_path, device="cpu", limit=1, progress=False)
+    real_run_one = runner_module.run_one
+
+    def with_rounding_noise(*args, **kwargs):  # what summing a float accuracy batch by batch gives
+        row = real_run_one(*args, **kwargs)
+        row["test_accuracy"] += 1e-16
+        return row
+
+    monkeypatch.setattr("attn_course.study.__main__.run_one", with_rounding_noise)
+    args = ["reproduce", "--grid", "tiny", "--mechanism", "resnet", "--budget", "tiny", "--seed", "0",
+            "--results", str(tmp_path)]
+    assert main(args) == 0
+    assert "difference 0.000000, tolerance 0.0 (same machine kind: bit for bit): reproduced" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import torch
 
 from ..bench import training_step_times
 from .report import format_report
-from .results import ResultsFileError, packaged_results, read_results, results_path
+from .results import ResultsFileError, as_stored, packaged_results, read_results, results_path
 from .runner import build_model, run_grid, run_one
 from .settings import BUDGETS, GRIDS, MODELS, SETTINGS, ZOO, UnknownNameError, get_grid
 
@@ -89,6 +89,7 @@ def command_reproduce(args):
     fresh = run_one(args.setting, args.mechanism, args.budget, args.seed, grid=args.grid, device=args.device)
     same_machine = all(stored[k] == fresh[k] for k in ("torch", "cpu", "threads", "device"))
     tolerance = args.tolerance if args.tolerance is not None else (0.0 if same_machine else CROSS_MACHINE_TOLERANCE)
+    fresh["test_accuracy"] = as_stored(fresh["test_accuracy"])  # the file keeps 6 significant digits
     difference = abs(fresh["test_accuracy"] - stored["test_accuracy"])
     print(f"stored test accuracy     {stored['test_accuracy']:.6f} (torch {stored['torch']}, {stored['device']}, "
           f"{stored['cpu']}, {stored['threads']} threads, commit {stored['commit']})")

@@ -108,6 +108,11 @@ def _format(value):
     return str(value)
 
 
+def as_stored(value):
+    """``value`` as a results file stores it (6 significant digits): compare recomputed values in this form."""
+    return float(_format(float(value)))
+
+
 def append_result(path, row):
     """Append one run to ``path`` (creating it with the header) and flush it to disk at once."""
     path = Path(path)
