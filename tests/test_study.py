@@ -436,3 +436,8 @@ def test_recomputed_values_are_compared_as_the_file_stores_them(tiny, tmp_path, 
             "--results", str(tmp_path)]
     assert main(args) == 0
     assert "difference 0.000000, tolerance 0.0 (same machine kind: bit for bit): reproduced" in capsys.readouterr().out
+
+
+def test_intervals_are_python_floats_ready_to_glue():
+    mean, sd, low, high, n = mean_interval([0.9, 0.8, 0.85])
+    assert all(type(v) is float for v in (mean, sd, low, high))

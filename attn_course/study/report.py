@@ -25,7 +25,7 @@ def mean_interval(values, confidence=0.95):
     if n < 2:
         return mean, float("nan"), float("nan"), float("nan"), n
     sd = statistics.stdev(values)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)  # a Python float, ready to glue
     return mean, sd, mean - half, mean + half, n
 
 
