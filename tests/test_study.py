@@ -1,5 +1,6 @@
 """The study: settings and zoo table, results files, the runner (resumable), the report and the CLI."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,6 +19,8 @@ from attn_course.study import (
     ResultsFileError,
     UnknownNameError,
     build_model,
+    definition,
+    describe_effect,
     format_report,
     get_budget,
     get_grid,
@@ -136,6 +139,16 @@ def test_paired_differences_pair_only_shared_seeds_and_say_when_too_few():
     assert d["n"] == 1 and d["verdict"] == "too few seeds"
 
 
+def test_a_verdict_needs_three_paired_seeds():
+    base = [0.90, 0.80, 0.95]
+    (two,) = paired_differences(_rows({"resnet": base[:2], "se": [0.92, 0.81]}))
+    assert two["n"] == 2 and two["ci_low"] == two["ci_low"] and two["verdict"] == "too few seeds"
+    (three,) = paired_differences(_rows({"resnet": base, "se": [0.92, 0.82, 0.97]}))
+    assert three["n"] == 3 and three["verdict"] == "better"
+    assert "too few to say anything yet" in describe_effect(_rows({"resnet": base[:2], "se": [0.92, 0.81]}),
+                                                            "se", "default", "chapter")
+
+
 def test_report_text_names_models_and_intervals():
     text = format_report(_rows({"resnet": [0.9, 0.8, 0.85], "se": [0.92, 0.83, 0.86]}), order=("resnet", "se"))
     assert "setting default, budget chapter" in text and "resnet" in text and "paired difference" in text
@@ -146,14 +159,50 @@ def test_report_text_names_models_and_intervals():
 
 
 def _row(**changes):
-    row = {c: "x" for c in COLUMNS}
+    row = {c: "x" for c in COLUMNS if c != "definition"}
     row.update(grid="g", setting="default", mechanism="resnet", budget="chapter", seed=0, test_accuracy=0.5,
                test_miou=float("nan"),
                final_train_loss=1.0, test_accuracy_curve=[0.4, 0.5], train_loss_curve=[2.0, 1.0], train_seconds=1.0,
                params=10, mflops=1.0, gate_pointing_game=float("nan"), gate_energy_in_box=float("nan"),
                gradcam_pointing_game=0.9, gradcam_energy_in_box=0.5, threads=2, dirty=False)
     row.update(changes)
+    if "definition" not in row:
+        row["definition"] = definition(row["setting"], row["mechanism"], row["budget"])
     return row
+
+
+def test_a_row_computed_under_another_definition_is_refused_by_name(tmp_path, monkeypatch):
+    path = tmp_path / "g.csv"
+    append_result(path, _row())
+    append_result(path, _row(seed=1))
+    assert len(read_results(path)) == 2
+    changed = dataclasses.replace(BUDGETS["chapter"], epochs=BUDGETS["chapter"].epochs + 1)
+    monkeypatch.setitem(BUDGETS, "chapter", changed)
+    stale = r"line 2: the run resnet / default / chapter / seed 0 .*another definition"
+    with pytest.raises(ResultsFileError, match=stale):
+        read_results(path)
+
+
+def test_a_definition_follows_what_a_run_computes_not_its_descriptions(monkeypatch):
+    before = definition("default", "se", "chapter")
+    assert before == definition("default", "se", "chapter") and len(before) == 12
+    assert len({definition(s, m, b) for s in SETTINGS for m in ZOO for b in ("chapter", "long")}) == 2 * len(ZOO) * 2
+    monkeypatch.setitem(BUDGETS, "chapter", dataclasses.replace(BUDGETS["chapter"], description="reworded"))
+    monkeypatch.setitem(ZOO, "se", dataclasses.replace(ZOO["se"], why="reworded"))
+    monkeypatch.setitem(MODELS, "se", ZOO["se"])
+    assert definition("default", "se", "chapter") == before
+    monkeypatch.setitem(MODELS, "se", dataclasses.replace(ZOO["se"], kwargs={"reduction": 8}))
+    assert definition("default", "se", "chapter") != before
+    monkeypatch.setitem(BUDGETS, "chapter", dataclasses.replace(BUDGETS["chapter"], lr=1e-3))
+    monkeypatch.setitem(MODELS, "se", ZOO["se"])
+    assert definition("default", "se", "chapter") != before
+
+
+def test_a_row_of_a_model_the_study_no_longer_defines_is_refused(tmp_path):
+    path = tmp_path / "g.csv"
+    append_result(path, _row(mechanism="sk", definition="0123456789ab"))
+    with pytest.raises(ResultsFileError, match=r"line 2: Unknown model 'sk'.*no longer defines"):
+        read_results(path)
 
 
 def test_results_round_trip(tmp_path):
@@ -168,7 +217,7 @@ def test_results_round_trip(tmp_path):
 
 @pytest.mark.parametrize("damage, match", [
     (lambda text: text[:-5], r"last line is cut short"),
-    (lambda text: text.replace("default", "default,extra", 1), r"line 2: 25 fields, expected 24"),
+    (lambda text: text.replace("default", "default,extra", 1), r"line 2: 26 fields, expected 25"),
     (lambda text: "a,b\n" + text.split("\n", 1)[1], r"the header is"),
     (lambda text: "", r"the file is empty"),
     (lambda text: text + text.split("\n", 1)[1], r"appears twice"),

@@ -1,6 +1,6 @@
 """Plots of the study's rows; like :mod:`attn_course.viz`, each takes an axis and returns it."""
 
-from .report import paired_differences
+from .report import MIN_SEEDS, paired_differences
 from .tables import BUDGET_ORDER, SETTING_ORDER, _present
 
 
@@ -24,7 +24,7 @@ def plot_paired_differences(rows, mechanisms, ax, baseline="resnet", metric="tes
             points = [100 * (value[setting, budget, mechanism, k] - value[setting, budget, baseline, k]) for k in seeds]
             ax.plot([x] * len(points), points, ".", color=f"C{j}", alpha=0.5)
             d = diffs.get((setting, budget, mechanism))
-            if d is not None and d["n"] >= 2:
+            if d is not None and d["n"] >= MIN_SEEDS:
                 mean = 100 * d["mean"]
                 ax.errorbar(x, mean, yerr=[[mean - 100 * d["ci_low"]], [100 * d["ci_high"] - mean]], fmt="o",
                             color=f"C{j}", capsize=4)

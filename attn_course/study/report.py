@@ -13,6 +13,9 @@ from collections import defaultdict
 from scipy import stats
 
 BASELINE = "resnet"
+# The fewest paired seeds behind a verdict. Two seeds give an interval (t = 12.7), but one lucky
+# pair decides it; from three on, the course says better, worse or no measurable difference.
+MIN_SEEDS = 3
 
 
 def mean_interval(values, confidence=0.95):
@@ -53,7 +56,7 @@ def paired_differences(rows, metric="test_accuracy", baseline=BASELINE):
 
     Only seeds that both have are paired. ``verdict`` says what the interval supports:
     ``"better"`` or ``"worse"`` when it excludes 0, ``"no measurable difference"`` when it
-    straddles 0, ``"too few seeds"`` below two pairs.
+    straddles 0, ``"too few seeds"`` below :data:`MIN_SEEDS` pairs.
     """
     groups = _groups(rows, metric)
     out = []
@@ -66,7 +69,7 @@ def paired_differences(rows, metric="test_accuracy", baseline=BASELINE):
             continue
         diffs = [by_seed[s] - base[s] for s in seeds]
         mean, sd, low, high, n = mean_interval(diffs)
-        if n < 2:
+        if n < MIN_SEEDS:
             verdict = "too few seeds"
         elif low > 0:
             verdict = "better"

@@ -11,12 +11,14 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from .settings import UnknownNameError, definition
+
 # The columns of every results file, in order. ``*_curve`` columns hold one value per epoch,
 # separated by spaces. Scores of the gates are empty for models without spatial gates. For the
 # segmentation grid, ``test_accuracy`` is the pixel accuracy and ``test_miou`` the mean IoU
 # (empty for classification); Grad-CAM columns are empty there.
 COLUMNS = (
-    "grid", "setting", "mechanism", "budget", "seed",
+    "grid", "setting", "mechanism", "budget", "seed", "definition",
     "test_accuracy", "test_miou", "final_train_loss", "test_accuracy_curve", "train_loss_curve",
     "train_seconds", "params", "mflops",
     "gate_pointing_game", "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box",
@@ -66,7 +68,9 @@ def read_results(path, grid=None):
 
     Raises:
         ResultsFileError: a missing or wrong header, a row with too few or too many fields (a
-            truncated write), a row of another grid, or the same run twice.
+            truncated write), a row of another grid, the same run twice, or a stale row: one
+            computed with another definition of its setting, model or budget than
+            :mod:`attn_course.study.settings` gives now (see :func:`~attn_course.study.settings.definition`).
     """
     name = str(path)
     try:
@@ -96,8 +100,22 @@ def read_results(path, grid=None):
         if key in seen:
             raise ResultsFileError(f"{where}: the run {dict(zip(KEY, key))} appears twice.")
         seen.add(key)
+        _check_definition(row, where)
         rows.append(row)
     return rows
+
+
+def _check_definition(row, where):
+    try:
+        now = definition(row["setting"], row["mechanism"], row["budget"])
+    except UnknownNameError as error:
+        raise ResultsFileError(f"{where}: {error} The study no longer defines this run; remove the row.") from None
+    if row["definition"] != now:
+        raise ResultsFileError(
+            f"{where}: the run {row['mechanism']} / {row['setting']} / {row['budget']} / seed {row['seed']} was "
+            f"computed with another definition of its setting, model or budget (stored {row['definition']}, "
+            f"attn_course.study.settings now gives {now}), so its numbers are not those of the study as "
+            f"defined now. Remove the file's stale rows (or the file) and run the grid again.")
 
 
 def _format(value):

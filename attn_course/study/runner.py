@@ -18,7 +18,7 @@ from ..models import AttentionRecorder, ResNet, eval_mode
 from ..segmentation import SegmentationNet, conv_head, make_segmentation_loaders, segmentation_scores
 from ..train import fit, get_device, set_seed
 from .results import KEY, append_result, read_results, results_path
-from .settings import SEGMENTATION_HEADS, UnknownNameError, get_budget, get_grid, get_model, get_setting
+from .settings import SEGMENTATION_HEADS, UnknownNameError, definition, get_budget, get_grid, get_model, get_setting
 
 
 def build_model(name):
@@ -112,6 +112,7 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
                   progress=progress, desc=f"{model} {setting} {budget} seed {seed}")
     images = test_loader.dataset.tensors[0] if segmentation else test_loader.dataset.images
     row = {"grid": grid, "setting": setting, "mechanism": model, "budget": budget, "seed": seed,
+           "definition": definition(setting, model, budget),
            "test_accuracy": history.final_test_accuracy, "test_miou": float("nan"),
            "final_train_loss": history.train_loss[-1],
            "test_accuracy_curve": history.test_accuracy, "train_loss_curve": history.train_loss,

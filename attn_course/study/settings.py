@@ -5,7 +5,9 @@ chapter can be compared with a number in another. Change a value here and every 
 made with the old value stops reproducing: re-run the grids (``python -m attn_course.study run``).
 """
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 
 from ..attention import ATTENTION
 
@@ -76,16 +78,17 @@ SETTINGS = {
 
 BUDGETS = {
     "chapter": Budget(
-        "chapter", "the one short run every chapter trains (baseline and its mechanism, on a 2-core CPU)",
-        epochs=4, n_train=4000, n_test=2000,
+        "chapter", "the one short run every chapter trains (baseline and its mechanism, within the chapter's "
+        "45 s on a 2-core CPU)",
+        epochs=3, n_train=2000, n_test=1000, batch_size=64,
     ),
     "long": Budget(
         "long", "the same data, trained until the plain ResNet's test accuracy has stopped improving",
-        epochs=20, n_train=4000, n_test=2000,
+        epochs=20, n_train=2000, n_test=1000, batch_size=64,
     ),
     "segmentation": Budget(
         "segmentation", "chapter 05's run: per-pixel classes, a small encoder-decoder (attn_course.segmentation)",
-        epochs=4, n_train=3000, n_test=1000,
+        epochs=3, n_train=2000, n_test=1000, batch_size=64,
     ),
 }
 
@@ -189,6 +192,21 @@ def get_model(name):
 def get_grid(name):
     """The :class:`Grid` called ``name``; a ValueError lists the valid names."""
     return _lookup(GRIDS, name, "grid")
+
+
+def definition(setting, model, budget):
+    """A short fingerprint of what a run computes: the setting's data, the model's entry and the budget.
+
+    Every results row stores it. Change a definition here and the rows computed with the old one
+    no longer match: :func:`attn_course.study.results.read_results` then refuses them by name, so
+    a stale number can never be read as a current one. Descriptions and ``why`` texts do not count.
+    """
+    entry, budget_ = get_model(model), get_budget(budget)
+    what = {"data": get_setting(setting).data,
+            "model": {"attention": entry.attention, "kwargs": entry.kwargs, "stages": entry.stages},
+            "budget": {k: v for k, v in asdict(budget_).items() if k not in ("name", "description")}}
+    text = json.dumps(what, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def missing_from_zoo():

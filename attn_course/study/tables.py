@@ -11,7 +11,7 @@ Every number comes from the committed rows, so the prose cannot drift from them;
 has fewer runs than planned, the sentences say how many there are.
 """
 
-from .report import paired_differences, summarise
+from .report import MIN_SEEDS, paired_differences, summarise
 
 SETTING_ORDER = ("default", "headroom")
 BUDGET_ORDER = ("chapter", "long", "segmentation")
@@ -60,7 +60,7 @@ def effect_table(rows, mechanisms, baseline="resnet", metric="test_accuracy"):
             for m in mechanisms:
                 d = diffs.get((setting, budget, m))
                 cells.append(_cell(summaries.get((setting, budget, m))))
-                if d is None or d["n"] < 2:
+                if d is None or d["n"] < MIN_SEEDS:
                     cells.append("–")
                 else:
                     cells.append(f"{_points(d['mean'])} [{_points(d['ci_low'])}, {_points(d['ci_high'])}]: "
@@ -76,7 +76,7 @@ def describe_effect(rows, mechanism, setting, budget, name=None, baseline="resne
     _, diffs = _lookup(rows, metric, baseline)
     d = diffs.get((setting, budget, mechanism))
     where = f"in the {setting} setting at the {budget} budget"
-    if d is None or d["n"] < 2:
+    if d is None or d["n"] < MIN_SEEDS:
         n = 0 if d is None else d["n"]
         return f"The study has {n} paired run{'s' if n != 1 else ''} of {name} {where}: too few to say anything yet."
     interval = f"{_points(d['mean'])} points (95% CI {_points(d['ci_low'])} to {_points(d['ci_high'])}, {d['n']} seeds)"
@@ -99,13 +99,14 @@ def study_verdict(rows, mechanism, name=None, baseline="resnet", metric="test_ac
     """A paragraph on what the study supports for ``mechanism``, built from its verdicts, not typed.
 
     It says where the paired difference from ``baseline`` is better, worse or not measurable, and
-    how that compares with the direction of ``paper``'s gains; with fewer than two paired seeds
+    how that compares with the direction of ``paper``'s gains; with fewer than
+    :data:`~attn_course.study.report.MIN_SEEDS` paired seeds
     anywhere it says that nothing can be concluded yet.
     """
     name = name or mechanism
     label = "the plain ResNet" if baseline == "resnet" else baseline
     verdicts = {(d["setting"], d["budget"]): d["verdict"] for d in paired_differences(rows, metric, baseline)
-                if d["mechanism"] == mechanism and d["n"] >= 2}
+                if d["mechanism"] == mechanism and d["n"] >= MIN_SEEDS}
     if not verdicts:
         return (f"The study has too few paired runs of {name} yet to say anything, for or against {paper}; "
                 f"a single run cannot settle it either.")
