@@ -44,10 +44,19 @@ def show_image(image, ax=None, title=None, box=None):
     return ax
 
 
-def overlay_attention(image, attention, ax=None, title=None, box=None, alpha=0.5, cmap="jet"):
-    """Show ``attention`` (h, w) resized over ``image``; the map is min-max normalised for display.
+def overlay_attention(image, attention, ax=None, title=None, box=None, alpha=0.5, cmap="viridis", vmin=None,
+                      vmax=None, colorbar=False, label=None):
+    """Show ``attention`` (h, w) resized over ``image``, on a colour scale you can read.
+
+    The scale runs from ``vmin`` to ``vmax``. Give both for maps with a natural range, such as
+    sigmoid gates (0 and 1): a gate that barely varies then looks flat, as it is. Left out, they
+    are the map's own smallest and largest value, so that each map fills the colour scale; then
+    only the pattern within one map can be read, not its strength against another map.
+    ``colorbar=True`` draws the scale beside the axes, titled ``label``. The default colour map,
+    viridis, is perceptually uniform and readable in grey and by colour-blind readers.
 
     NaN pixels are left transparent (the others are still drawn); an all-NaN map draws nothing.
+    Returns ``ax``; the map is ``ax.images[-1]`` (e.g. for one shared ``fig.colorbar``).
     """
     ax = ax or plt.gca()
     image = _image2d(image)
@@ -55,13 +64,18 @@ def overlay_attention(image, attention, ax=None, title=None, box=None, alpha=0.5
     if attention.ndim != 2:
         raise ValueError(f"attention must be a 2-D map (h, w), got shape {attention.shape}.")
     finite = np.isfinite(attention)
-    low, high = (attention[finite].min(), attention[finite].max()) if finite.any() else (0.0, 0.0)
-    attention = (attention - low) / (high - low) if high > low else np.zeros_like(attention)
+    low, high = (attention[finite].min(), attention[finite].max()) if finite.any() else (0.0, 1.0)
+    vmin = low if vmin is None else vmin
+    vmax = high if vmax is None else vmax
+    if not vmin <= vmax:
+        raise ValueError(f"overlay_attention: vmin={vmin} is above vmax={vmax}.")
     attention = np.ma.masked_where(~finite, attention)  # one NaN made the whole map NaN before
     height, width = image.shape[:2]
     ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-    ax.imshow(attention, cmap=cmap, alpha=alpha, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-              interpolation="bilinear")
+    heat = ax.imshow(attention, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
+                     extent=(-0.5, width - 0.5, height - 0.5, -0.5), interpolation="bilinear")
+    if colorbar:
+        ax.figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.04, label=label)
     if box is not None:
         draw_box(ax, box, color="white")
     if title is not None:
@@ -104,7 +118,7 @@ def plot_bars(values, ax=None, ylabel=None, title=None, fmt="{:.3f}"):
     ax = ax or plt.gca()
     names, numbers = list(values), [float(v) for v in values.values()]
     bars = ax.bar(names, numbers, color=plt.cm.tab10.colors[: len(names)])
-    ax.bar_label(bars, labels=[fmt.format(v) for v in numbers], fontsize=8)
+    ax.bar_label(bars, labels=[fmt.format(v) for v in numbers], fontsize=9)
     if ylabel:
         ax.set_ylabel(ylabel)
     if title:

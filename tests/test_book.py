@@ -299,3 +299,32 @@ def test_nbval_saves_what_nbclient_would_have_computed(tmp_path):
     assert outputs(ours) == outputs(theirs)
     assert widgets(ours) == widgets(theirs)
     assert ours.metadata[executed.METADATA_KEY]["by"] == "nbval"
+
+
+# The book's text column is 688 px wide. Matplotlib draws at 100 dpi, so a figure w inches wide
+# is shown at 688 / (100 w) of its size and text of s points (s * 100 / 72 px) ends up
+# s * 688 / (72 w) px tall: at most 9 inches and at least 9 points keep it at 9.5 px or more.
+MAX_FIGURE_INCHES, MIN_FONT_POINTS = 9, 9
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_fit_the_text_column_with_readable_text(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for width in re.findall(r"figsize=\(([0-9.]+)\s*\*?\s*([0-9.]*)", cell.source):
+            inches = float(width[0]) * (8 if width[1] else 1)  # "1.25 * len(x)": at most 8 panels
+            assert inches <= MAX_FIGURE_INCHES, f"{path.name}: a figure {inches} in wide: {cell.source[:80]!r}"
+        small = [int(s) for s in re.findall(r"fontsize=(\d+)", cell.source) if int(s) < MIN_FONT_POINTS]
+        assert not small, f"{path.name}: text of {small} pt is under 9 px in the book: {cell.source[:80]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_figures_have_alternative_text(path):
+    # myst-nb writes a cell's metadata "mystnb": {"image": {"alt": ...}} as the alt text of its figures.
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])):
+            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+            assert len(alt) > 30, f"{path.name}: a figure without alternative text: {cell.source[:80]!r}"

@@ -43,10 +43,6 @@ PAGE_TIMEOUT_MS = 30_000
 
 # Figures that notebooks make (matplotlib outputs) get their alt text from the notebook cell
 # (metadata "mystnb": {"image": {"alt": ...}}); without it the book writes the image's file name.
-# The notebooks are being rewritten elsewhere: until every figure has alt text, the check that
-# they do reports the figures without it and is marked xfail instead of failing the build.
-# Set to True once they do. Images of the book's own pages are always checked.
-REQUIRE_ALT_TEXT_ON_NOTEBOOK_FIGURES = False
 
 # `make browser-test` (CI) sets ATTN_REQUIRE_BROWSER=1: there, a missing book, browser or
 # Playwright fails the run instead of skipping it silently.
@@ -319,15 +315,8 @@ def test_page_images_have_alt_text(crawl):
 
 
 def test_notebook_figures_have_alt_text(crawl):
-    missing = _without_alt(crawl, notebook_figures=True)
-    if missing and not REQUIRE_ALT_TEXT_ON_NOTEBOOK_FIGURES:
-        listing = _listing(missing)
-        pytest.xfail(
-            f"{len(missing)} notebook figures have no alt text (set mystnb.image.alt in the cell's "
-            f"metadata; REQUIRE_ALT_TEXT_ON_NOTEBOOK_FIGURES is False while the notebooks are "
-            f"rewritten):\n  {listing}"
-        )
-    _fail_if(missing, "notebook figures without alt text")
+    _fail_if(_without_alt(crawl, notebook_figures=True),
+             "notebook figures without alt text (set mystnb.image.alt in the cell's metadata)")
 
 
 def test_math_renders(crawl):

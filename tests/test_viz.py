@@ -71,16 +71,34 @@ def test_overlay_attention(ax):
     assert overlay_attention(image, attention, ax=ax, box=torch.tensor([0, 0, 4, 4]), title="cam") is ax
     base, heat = ax.images
     np.testing.assert_array_equal(base.get_array(), image[0].numpy())
-    # The map is min-max normalised and stretched over the whole image.
+    # The map is drawn as it is, on the scale of its own range, stretched over the whole image.
     shown = np.asarray(heat.get_array())
-    assert shown.shape == (8, 8) and shown.min() == pytest.approx(0) and shown.max() == pytest.approx(1)
+    np.testing.assert_allclose(shown, attention.numpy())
+    assert heat.get_clim() == pytest.approx((attention.min().item(), attention.max().item()))
+    assert heat.get_cmap().name == "viridis"
     assert heat.get_extent() == [-0.5, 31.5, 31.5, -0.5]
     assert len(ax.patches) == 1 and ax.get_title() == "cam"
 
 
 def test_overlay_constant_map(ax):
     overlay_attention(torch.rand(1, 8, 8), torch.full((4, 4), 3.0), ax=ax)
-    assert np.all(np.asarray(ax.images[1].get_array()) == 0)
+    assert np.all(np.asarray(ax.images[1].get_array()) == 3.0) and ax.images[1].get_clim() == (3.0, 3.0)
+
+
+def test_overlay_on_a_fixed_scale_shows_a_flat_gate_as_flat(ax):
+    gate = 0.5 + 0.02 * torch.rand(8, 8)  # a gate that varies by 0.02
+    overlay_attention(torch.rand(1, 32, 32), gate, ax=ax, vmin=0, vmax=1, colorbar=True, label="gate")
+    heat = ax.images[-1]
+    assert heat.get_clim() == (0, 1)
+    colours = heat.to_rgba(np.asarray(heat.get_array()))
+    assert np.ptp(colours[..., :3].reshape(-1, 3), axis=0).max() < 0.05  # nearly one colour, not the whole map
+    (bar,) = [a for a in ax.figure.axes if a is not ax]
+    assert bar.get_ylabel() == "gate"
+
+
+def test_overlay_refuses_an_inverted_scale(ax):
+    with pytest.raises(ValueError, match="vmin=1 is above vmax=0"):
+        overlay_attention(torch.rand(1, 8, 8), torch.rand(4, 4), ax=ax, vmin=1, vmax=0)
 
 
 def test_overlay_bad_attention(ax):
@@ -137,7 +155,7 @@ def test_overlay_with_a_nan_pixel_still_draws_the_map():
     overlay_attention(np.zeros((32, 32)), attention, ax=ax)
     shown = ax.images[-1].get_array()
     assert shown.mask[0, 0] and not shown.mask[1:].any()
-    assert shown.min() == 0.0 and shown.max() == 1.0
+    assert ax.images[-1].get_clim() == (1.0, 15.0)  # the scale of the finite pixels
     plt.close(fig)
 
 

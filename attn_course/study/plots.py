@@ -31,5 +31,5 @@ def plot_paired_differences(rows, mechanisms, ax, baseline="resnet", metric="tes
     ax.axhline(0, color="gray", linewidth=1)
     ax.set_xticks(range(len(cells)), [f"{s}\n{b} budget" for s, b in cells])
     ax.set_ylabel("difference (points)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
