@@ -490,3 +490,46 @@ def test_recomputed_values_are_compared_as_the_file_stores_them(tiny, tmp_path, 
 def test_intervals_are_python_floats_ready_to_glue():
     mean, sd, low, high, n = mean_interval([0.9, 0.8, 0.85])
     assert all(type(v) is float for v in (mean, sd, low, high))
+
+
+# --- the gate maps the study scores ------------------------------------------------------------
+
+
+def _recorded(model, images):
+    from attn_course.models import AttentionRecorder
+
+    model.eval()
+    with torch.no_grad(), AttentionRecorder(model) as recorder:
+        model(images)
+    return recorder.stacked()
+
+
+def test_the_scored_gate_is_the_deepest_spatial_gate_averaged_over_channels():
+    from attn_course.metrics import resize_maps
+    from attn_course.study.runner import spatial_gate_maps
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 32, 32)
+    cbam = build_model("cbam")
+    deepest = _recorded(cbam, images)["stages.2.0.attention.spatial.gate"]  # (6, 1, 8, 8)
+    torch.testing.assert_close(spatial_gate_maps(cbam, images, "cpu"), resize_maps(deepest[:, 0], (32, 32)))
+    assert spatial_gate_maps(build_model("se"), images, "cpu") is None  # channel gates only
+    simam = build_model("simam")
+    deepest = _recorded(simam, images)["stages.2.0.attention.gate"]  # (6, 64, 8, 8)
+    torch.testing.assert_close(spatial_gate_maps(simam, images, "cpu"), resize_maps(deepest.mean(1), (32, 32)))
+
+
+def test_coordinate_attention_is_scored_by_the_product_of_its_row_and_column_gates():
+    from attn_course.metrics import resize_maps
+    from attn_course.study.runner import spatial_gate_maps
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 32, 32)
+    coord = build_model("coord")
+    gates = _recorded(coord, images)
+    rows = gates["stages.2.0.attention.h.gate"]  # (6, 64, 8, 1)
+    columns = gates["stages.2.0.attention.w.gate"]  # (6, 64, 1, 8)
+    expected = torch.einsum("nci,ncj->nij", rows[..., 0], columns[:, :, 0]) / rows.shape[1]  # mean over c of a_h a_w
+    scored = spatial_gate_maps(coord, images, "cpu")
+    torch.testing.assert_close(scored, resize_maps(expected, (32, 32)))
+    assert not torch.allclose(scored[:, 0], scored[:, -1])  # it varies down the columns, not only across

@@ -7,9 +7,11 @@ submodule named ``gate`` so that one forward hook can record them
 """
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .coord import CoordinateAttention, CoordinateGate
 from .eca import EfficientChannelAttention, eca_kernel_size
 from .gather_excite import GatherExcite
 from .psa import PointwiseSpatialAttention, psa_mask
+from .simam import SimAM
 from .squeeze_excite import SqueezeExcite
 
 ATTENTION = {
@@ -18,6 +20,8 @@ ATTENTION = {
     "cbam": CBAM,
     "eca": EfficientChannelAttention,
     "ge": GatherExcite,
+    "simam": SimAM,
+    "coord": CoordinateAttention,
 }
 
 
@@ -35,4 +39,4 @@ def create_attention(name, channels, **kwargs):
 
 __all__ = ["ATTENTION", "create_attention", "SqueezeExcite", "CBAM", "ChannelAttention", "SpatialAttention",
            "PointwiseSpatialAttention", "psa_mask", "EfficientChannelAttention", "eca_kernel_size",
-           "GatherExcite"]
+           "GatherExcite", "SimAM", "CoordinateAttention", "CoordinateGate"]

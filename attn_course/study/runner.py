@@ -35,9 +35,12 @@ def build_model(name):
 def spatial_gate_maps(model, images, device):
     """The deepest spatial gate of ``model`` on ``images``, averaged over channels: (N, H, W), or None.
 
-    A spatial gate is a sigmoid named ``gate`` whose output varies over positions, (N, c, h, w)
-    with h * w > 1 (CBAM's spatial half, Gather-Excite with a local extent). Softmax maps over
-    positions (PSA) are attention between positions, not gates, and are not scored here.
+    A spatial gate is a sigmoid named ``gate`` whose output varies over positions: (N, c, h, w)
+    with h * w > 1 (CBAM's spatial half, Gather-Excite with a local extent, SimAM). One attention
+    module can apply several that multiply (coordinate attention: a row gate (N, C, h, 1) times a
+    column gate (N, C, 1, w)); their product is the module's gate, so each module's 4-D gates are
+    multiplied before the deepest module's is taken. Channel gates (N, C) play no part, and
+    softmax maps over positions (PSA) are attention between positions, not gates.
     """
     gates = [name for name, module in model.named_modules()
              if name.rsplit(".", 1)[-1] == "gate" and isinstance(module, torch.nn.Sigmoid)]
@@ -46,8 +49,12 @@ def spatial_gate_maps(model, images, device):
     with eval_mode(model), torch.no_grad(), AttentionRecorder(model) as recorder:
         for batch in images.split(512):
             model(batch.to(device))
-    recorded = {name: maps for name, maps in recorder.stacked().items() if name in gates}
-    spatial = [maps for maps in recorded.values() if maps.dim() == 4 and maps.shape[-2] * maps.shape[-1] > 1]
+    per_module = {}  # the attention module (its name up to ".attention") -> the product of its 4-D gates
+    for name, maps in recorder.stacked().items():  # in module order
+        if name in gates and maps.dim() == 4:
+            owner = name.split(".attention")[0]
+            per_module[owner] = maps if owner not in per_module else per_module[owner] * maps
+    spatial = [maps for maps in per_module.values() if maps.shape[-2] * maps.shape[-1] > 1]
     if not spatial:
         return None
     return resize_maps(spatial[-1].float().mean(1), tuple(images.shape[-2:]))  # the deepest: modules in order

@@ -103,6 +103,10 @@ ZOO = {
     "cbam": ZooEntry("cbam", {"reduction": 4, "kernel_size": 7}, why="r = 4 (paper 16), the paper's k = 7"),
     "psa": ZooEntry("psa", {"reduction": 4, "feature_size": 8}, stages=(3,),
                     why="last stage only (8 x 8): its maps are built for a fixed size and grow as (2H-1)(2W-1)"),
+    "simam": ZooEntry("simam", {}, why="no parameters; lambda = 1e-4 as in the paper; after the last BatchNorm "
+                      "(official ResNets: before it)"),
+    "coord": ZooEntry("coord", {"reduction": 32},
+                      why="the official r = 32 and min. 8 hidden: mip = max(8, C // 32) = 8 on 16, 32 and 64 channels"),
 }
 
 # Variants for the chapters' ablations; the same rules as the zoo.
