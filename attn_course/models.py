@@ -61,11 +61,41 @@ def check_stages(stages, n_stages):
     return {int(s) for s in stages}
 
 
-class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN, then attention, then + shortcut, then ReLU."""
+POSITIONS = ("after_bn", "before_bn")
 
-    def __init__(self, in_channels, out_channels, stride=1, attention=None, attention_kwargs=None):
+
+def check_position(position, attention, owner):
+    """The attention's place in a residual block: ``"after_bn"`` (None means it) or ``"before_bn"``.
+
+    A position with no attention to place raises a TypeError, as other attention arguments do.
+    """
+    if position is None:
+        return "after_bn"
+    if attention is None:
+        raise TypeError(
+            f"{owner} got position but no attention, so it would be ignored. Name the attention "
+            f"(attention='simam', position='before_bn'), check the spelling of 'attention', or drop it."
+        )
+    if not isinstance(position, str) or position not in POSITIONS:
+        raise ValueError(
+            f"{owner}: position must be 'after_bn' (after the branch's last BatchNorm, as in SE-ResNet; the "
+            f"default) or 'before_bn' (after conv2, before its BatchNorm, as in the official SimAM ResNets); "
+            f"got {position!r}."
+        )
+    return position
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, then attention, then + shortcut, then ReLU.
+
+    ``position="before_bn"`` moves the attention between conv2 and its BatchNorm (the official
+    SimAM ResNets' place): conv3x3-BN-ReLU-conv3x3, attention, BN, + shortcut, ReLU. The default
+    (None, i.e. ``"after_bn"``) is SE-ResNet's place, after the BatchNorm.
+    """
+
+    def __init__(self, in_channels, out_channels, stride=1, attention=None, attention_kwargs=None, position=None):
         super().__init__()
+        self.position = check_position(position, attention, "BasicBlock")
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
@@ -80,7 +110,10 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attention(self.bn2(self.conv2(out)))  # the attention slot
+        if self.position == "before_bn":
+            out = self.bn2(self.attention(self.conv2(out)))  # the official SimAM ResNets' place
+        else:
+            out = self.attention(self.bn2(self.conv2(out)))  # the attention slot
         return self.relu(out + self.shortcut(x))
 
 
@@ -99,11 +132,14 @@ class ResNet(nn.Module):
         num_classes: outputs of the classifier.
         stages: which stages hold attention, counted from 1 (``(3,)``: the last of three); None
             (the default) puts it in every stage. Stages without it keep an ``nn.Identity`` slot.
+        position: where the attention sits in each block: ``"after_bn"`` (the default, None: after
+            the branch's last BatchNorm, as in SE-ResNet) or ``"before_bn"`` (after conv2, before its
+            BatchNorm, as in the official SimAM ResNets). See :class:`BasicBlock`.
         **attention_kwargs: passed to every attention module, e.g. ``reduction=4``.
     """
 
     def __init__(self, attention=None, widths=(16, 32, 64), depths=(1, 1, 1), in_channels=1,
-                 num_classes=10, stages=None, **attention_kwargs):
+                 num_classes=10, stages=None, position=None, **attention_kwargs):
         super().__init__()
         if len(widths) != len(depths) or not widths:
             raise ValueError(f"widths {widths} and depths {depths} need the same, non-zero length.")
@@ -111,13 +147,15 @@ class ResNet(nn.Module):
         for name, values in sizes.items():
             if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in values):
                 raise ValueError(f"ResNet: {name} must be positive ints, got {values!r}.")
-        if attention is None and (attention_kwargs or stages is not None):
-            given = ", ".join(list(attention_kwargs) + (["stages"] if stages is not None else []))
+        if attention is None and (attention_kwargs or stages is not None or position is not None):
+            given = ", ".join(list(attention_kwargs) + [name for name, value in (("stages", stages),
+                              ("position", position)) if value is not None])
             raise TypeError(
                 f"ResNet got {given} but no attention, so they would be ignored. Name the attention "
                 f"(ResNet(attention='se', reduction=4)), check the spelling of 'attention', or drop them."
             )
         with_attention = check_stages(stages, len(widths))
+        check_position(position, attention, "ResNet")
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         )
@@ -127,7 +165,8 @@ class ResNet(nn.Module):
             for j in range(depth):
                 stride = 2 if (i > 0 and j == 0) else 1
                 slot = attention if i + 1 in with_attention else None
-                blocks.append(BasicBlock(channels, width, stride, slot, attention_kwargs if slot else None))
+                blocks.append(BasicBlock(channels, width, stride, slot, attention_kwargs if slot else None,
+                                         position if slot else None))
                 channels = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)

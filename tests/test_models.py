@@ -300,3 +300,65 @@ def test_resnet_sizes_are_validated(kwargs):
 def test_integer_images_get_an_error_that_says_what_to_pass():
     with pytest.raises(TypeError, match=r"ResNet expects floating-point images, got torch.uint8: convert them"):
         ResNet()(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
+
+
+def test_default_position_leaves_the_block_unchanged():
+    # The default must compute exactly what the block computed before ``position`` existed:
+    # the same parameters in the same order, the same output bit for bit.
+    outputs, names = [], []
+    for kwargs in ({}, {"position": None}, {"position": "after_bn"}):
+        torch.manual_seed(0)
+        model = ResNet("simam", **kwargs).eval()
+        names.append([name for name, _ in model.named_parameters()])
+        with torch.no_grad():
+            outputs.append(model(torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))))
+    assert names[0] == names[1] == names[2]
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
+    torch.manual_seed(0)
+    block = BasicBlock(8, 8, attention="se", attention_kwargs={"reduction": 4}).eval()
+    torch.manual_seed(0)
+    same = BasicBlock(8, 8, attention="se", attention_kwargs={"reduction": 4}, position="after_bn").eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(block(x), same(x))
+        torch.testing.assert_close(block(x), F.relu(block.attention(_branch(block, x)) + x))
+    assert block.position == same.position == "after_bn"
+
+
+@pytest.mark.parametrize("attention, kwargs", [("simam", {}), ("se", {"reduction": 4})])
+def test_before_bn_puts_the_attention_between_conv2_and_bn2(attention, kwargs):
+    torch.manual_seed(0)
+    block = BasicBlock(4, 8, 2, attention=attention, attention_kwargs=kwargs, position="before_bn")
+    for bn in (block.bn1, block.bn2):  # BatchNorms that are not the identity, so the order matters
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 2)
+        bn.bias.data.uniform_(-1, 1)
+    block.eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        branch = block.bn2(block.attention(block.conv2(F.relu(block.bn1(block.conv1(x))))))
+        torch.testing.assert_close(block(x), F.relu(branch + block.shortcut(x)))
+        after = block.attention(_branch(block, x))  # the default place gives something else
+        assert not torch.allclose(block(x), F.relu(after + block.shortcut(x)))
+    model = ResNet("simam", position="before_bn")
+    assert all(b.position == "before_bn" for b in blocks(model))
+    assert count(model) == count(ResNet())  # SimAM has no parameters wherever it sits
+    partial = ResNet("se", reduction=4, stages=(3,), position="before_bn")
+    # empty slots keep the default
+    assert [b.position for b in blocks(partial)] == ["after_bn", "after_bn", "before_bn"]
+
+
+@pytest.mark.parametrize("position", ["before", "after", "BEFORE_BN", "", 1])
+def test_bad_position(position):
+    with pytest.raises(ValueError, match=r"position must be 'after_bn' .* or 'before_bn'"):
+        ResNet("simam", position=position)
+    with pytest.raises(ValueError, match=r"position must be"):
+        BasicBlock(8, 8, attention="simam", position=position)
+
+
+def test_position_without_attention_raises():
+    with pytest.raises(TypeError, match=r"ResNet got position but no attention"):
+        ResNet(position="before_bn")
+    with pytest.raises(TypeError, match=r"BasicBlock got position but no attention"):
+        BasicBlock(8, 8, position="before_bn")

@@ -117,6 +117,8 @@ VARIANTS = {
                               why="both halves, spatial first"),
     "ge-e4": ZooEntry("ge", {"extent": 4}, why="GE-theta-minus, extent 4"),
     "ge-global": ZooEntry("ge", {"extent": 0}, why="GE-theta-minus, global extent: SE without its MLP"),
+    "simam-before-bn": ZooEntry("simam", {"position": "before_bn"},
+                                why="SimAM in the official placement: after conv2, before its BatchNorm"),
 }
 
 # Chapter 05's task: per-pixel classes (attn_course.segmentation.SegmentationNet), one head at stride 4.
@@ -160,8 +162,8 @@ GRIDS = {
         models=tuple(SEGMENTATION_HEADS), settings=("default",), budgets=("segmentation",), seeds=tuple(range(5)),
     ),
     "ablations": Grid(
-        "ablations", "the chapters' ablations (CBAM's halves and order, Gather-Excite's extents) and their "
-        "own baseline; the full CBAM and GE rows are the zoo's",
+        "ablations", "the chapters' ablations (CBAM's halves and order, Gather-Excite's extents, SimAM's "
+        "placement) and their own baseline; the full CBAM, GE and SimAM rows are the zoo's",
         models=("resnet", *VARIANTS), settings=("default", "headroom"), budgets=("chapter",),
         seeds=tuple(range(5)),
     ),
