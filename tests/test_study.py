@@ -309,6 +309,26 @@ def test_a_grid_resumes_and_a_crash_loses_no_finished_row(tiny, tmp_path, monkey
     assert (tmp_path / "tiny.csv").read_text().startswith(text)
 
 
+def test_two_processes_on_one_file_never_store_a_run_twice(tiny, tmp_path, monkeypatch):
+    # Two processes drew up the same list; while this one trains its first run, the other stores
+    # that run and the next. This one must store neither again: the file stays readable.
+    real_run_one, other_process = runner_module.run_one, []
+
+    def meanwhile(setting, model, budget, seed, **kwargs):
+        row = real_run_one(setting, model, budget, seed, **kwargs)
+        if not other_process:
+            other_process.append(True)
+            append_result(tmp_path / "tiny.csv", row)  # the other process finished this run first
+            append_result(tmp_path / "tiny.csv", real_run_one(*runner_module.pending_runs(
+                "tiny", tmp_path / "tiny.csv")[0], grid="tiny", device="cpu"))  # and the next one
+        return row
+
+    monkeypatch.setattr(runner_module, "run_one", meanwhile)
+    made = run_grid("tiny", tmp_path, device="cpu", limit=3, progress=False)
+    rows = read_results(tmp_path / "tiny.csv", "tiny")  # no "appears twice"
+    assert made == 1 and len(rows) == 3
+
+
 # --- the command line -------------------------------------------------------------------------
 
 

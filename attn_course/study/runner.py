@@ -143,6 +143,13 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
     return row
 
 
+def _done(grid, path):
+    """The runs ``path`` holds, as (setting, model, budget, seed) keys; none if it does not exist yet."""
+    if not Path(path).exists():
+        return set()
+    return {tuple(row[k] for k in KEY) for row in read_results(Path(path), grid)}
+
+
 def pending_runs(grid, path, settings=None, models=None, budgets=None):
     """The runs of ``grid`` that ``path`` does not hold yet, in the grid's order.
 
@@ -156,9 +163,7 @@ def pending_runs(grid, path, settings=None, models=None, budgets=None):
         if unknown:
             raise UnknownNameError(f"grid {grid!r} has no {kind} {', '.join(map(repr, unknown))}. "
                                    f"Valid names: {', '.join(valid)}.")
-    done = set()
-    if Path(path).exists():
-        done = {tuple(row[k] for k in KEY) for row in read_results(Path(path), grid)}
+    done = _done(grid, path)
     return [(setting, model, budget, seed) for setting, model, budget, seed in grid_.runs()
             if (setting, model, budget, seed) not in done and (settings is None or setting in settings)
             and (models is None or model in models) and (budgets is None or budget in budgets)]
@@ -170,14 +175,28 @@ def run_grid(grid, directory="results", device=None, limit=None, progress=True, 
 
     An interrupted grid resumes where it stopped: finished rows are never rewritten or lost.
     ``limit`` stops after that many runs; ``settings``, ``models`` and ``budgets`` select a slice
-    (see :func:`pending_runs`). Returns the number of runs made.
+    (see :func:`pending_runs`). Returns the number of runs made and appended. Processes that share
+    a file should run disjoint slices; where they overlap, a run that another process has stored
+    is skipped (checked before and after each run), so no run is ever stored twice.
     """
     path = results_path(grid, directory)
     todo = pending_runs(grid, path, settings, models, budgets)[:limit]
     bar = tqdm(todo, desc=f"grid {grid}", disable=not progress, unit="run")
+    made = 0
     for setting, model, budget, seed in bar:
+        name = f"{model:14s} {setting:9s} {budget:8s} seed {seed}"
+        # Another process working on the same file (an overlapping slice) may have made this run
+        # since the list was drawn up: check again before and after, never append a run twice.
+        if (setting, model, budget, seed) in _done(grid, path):
+            bar.write(f"{name}: already in {path} (another process made it), skipped")
+            continue
         bar.set_postfix_str(f"{model} {setting} {budget} seed {seed}")
         start = time.perf_counter()
-        append_result(path, run_one(setting, model, budget, seed, grid=grid, device=device))
-        bar.write(f"{model:14s} {setting:9s} {budget:8s} seed {seed}: {time.perf_counter() - start:6.1f} s")
-    return len(todo)
+        row = run_one(setting, model, budget, seed, grid=grid, device=device)
+        if (setting, model, budget, seed) in _done(grid, path):
+            bar.write(f"{name}: another process stored this run meanwhile; not appended again")
+            continue
+        append_result(path, row)
+        made += 1
+        bar.write(f"{name}: {time.perf_counter() - start:6.1f} s")
+    return made
