@@ -3,6 +3,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 
 def _numpy(x):
@@ -90,6 +91,7 @@ def plot_history(histories, ax=None, metric="test_accuracy"):
     for name, history in histories.items():
         values = getattr(history, metric)
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs 1, 2, 3, not 1.25
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3)

@@ -115,6 +115,7 @@ def test_plot_history(ax):
     assert list(lines[1].get_xdata()) == [1, 2]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["plain", "se"]
     assert ax.get_ylabel() == "test accuracy" and ax.get_xlabel() == "epoch"
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # whole epochs only
 
 
 def test_plot_history_other_metric(ax):
