@@ -27,7 +27,7 @@ Where the official code and the paper's text differ, we follow the code and say 
 - the three 1 x 1 convolutions have biases and a BatchNorm follows the shared one, as in the code
   (the paper's equations name only the transforms F_1, F_h, F_w and the non-linearity).
 
-timm (``timm.layers.CoordAttn``, since timm 1.0.23) differs from the official code: its hidden
+timm (``timm.layers.coord_attn.CoordAttn``, since timm 1.0.23) differs from the official code: its hidden
 width is ``make_divisible(C / 16 * 2/3, 8)`` and its convolutions have no bias. We do not use it.
 
 Gates: ``self.h.gate`` gives a^h (B, C, H, 1) and ``self.w.gate`` gives a^w (B, C, 1, W); both
