@@ -3,7 +3,8 @@
 The slot sits where SE-ResNet puts SE (Hu et al. 2018, Fig. 3): after the last BatchNorm of the
 residual branch, before the addition with the shortcut. With no attention the slot is an
 ``nn.Identity`` and the network is a plain ResNet (He et al., "Deep Residual Learning for Image
-Recognition", CVPR 2016, https://arxiv.org/abs/1512.03385).
+Recognition", CVPR 2016, https://arxiv.org/abs/1512.03385). Selective Kernel is a convolution, not
+a gate: ``attention="sk", position="conv2"`` puts it in the slot before bn2 and removes conv2.
 """
 
 import numbers
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attention import create_attention
+from .attention import SelectiveKernel, create_attention
 
 
 def make_attention(attention, channels, attention_kwargs, owner="the model"):
@@ -61,15 +62,26 @@ def check_stages(stages, n_stages):
     return {int(s) for s in stages}
 
 
-POSITIONS = ("after_bn", "before_bn")
+POSITIONS = ("after_bn", "before_bn", "conv2")
+
+
+def is_selective_kernel(attention):
+    """Whether ``attention`` names Selective Kernel, a convolution that replaces conv2 rather than a gate."""
+    return (isinstance(attention, str) and attention == "sk") or attention is SelectiveKernel
 
 
 def check_position(position, attention, owner):
-    """The attention's place in a residual block: ``"after_bn"`` (None means it) or ``"before_bn"``.
+    """The attention's place in a residual block: ``"after_bn"`` (None means it), ``"before_bn"``, or
+    ``"conv2"`` (Selective Kernel only, in conv2's place).
 
     A position with no attention to place raises a TypeError, as other attention arguments do.
     """
     if position is None:
+        if is_selective_kernel(attention):
+            raise ValueError(
+                f"{owner}: Selective Kernel ('sk') is a convolution, not a gate after a BatchNorm: pass "
+                f"position='conv2' to put it in conv2's place (ResNet(attention='sk', position='conv2', groups=8))."
+            )
         return "after_bn"
     if attention is None:
         raise TypeError(
@@ -79,8 +91,14 @@ def check_position(position, attention, owner):
     if not isinstance(position, str) or position not in POSITIONS:
         raise ValueError(
             f"{owner}: position must be 'after_bn' (after the branch's last BatchNorm, as in SE-ResNet; the "
-            f"default) or 'before_bn' (after conv2, before its BatchNorm, as in the official SimAM ResNets); "
-            f"got {position!r}."
+            f"default) or 'before_bn' (after conv2, before its BatchNorm, as in the official SimAM ResNets), "
+            f"or 'conv2' for attention='sk' (Selective Kernel in conv2's place); got {position!r}."
+        )
+    if (position == "conv2") != is_selective_kernel(attention):
+        raise ValueError(
+            f"{owner}: position='conv2' is for Selective Kernel (attention='sk') only, which replaces conv2, "
+            f"and 'sk' goes only there; got attention={attention!r} with position={position!r}. Use "
+            f"position='conv2' with 'sk', and 'after_bn' or 'before_bn' with the gates."
         )
     return position
 
@@ -91,6 +109,13 @@ class BasicBlock(nn.Module):
     ``position="before_bn"`` moves the attention between conv2 and its BatchNorm (the official
     SimAM ResNets' place): conv3x3-BN-ReLU-conv3x3, attention, BN, + shortcut, ReLU. The default
     (None, i.e. ``"after_bn"``) is SE-ResNet's place, after the BatchNorm.
+
+    ``attention="sk", position="conv2"``: a :class:`SelectiveKernel` convolution replaces conv2
+    (conv3x3-BN-ReLU-SK-BN, + shortcut, ReLU). It lives in the slot, ``self.attention``, so that its
+    gate is recorded as every other one (``...attention.gate``), and conv2 becomes an ``nn.Identity``;
+    the forward pass is the ``"before_bn"`` one, bn2(attention(conv2(out))). bn2 is kept
+    although SK has a BN and ReLU in each branch: the residual branch still ends with a BatchNorm,
+    as in the official SKNet block (1x1 conv, SK conv, 1x1 conv, each followed by BN).
     """
 
     def __init__(self, in_channels, out_channels, stride=1, attention=None, attention_kwargs=None, position=None):
@@ -98,7 +123,13 @@ class BasicBlock(nn.Module):
         self.position = check_position(position, attention, "BasicBlock")
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        if self.position == "conv2":
+            if "stride" in (attention_kwargs or {}):
+                raise TypeError("BasicBlock: an SK conv in conv2's place keeps conv2's stride 1 (conv1 strides): "
+                                "drop 'stride' from the attention's arguments.")
+            self.conv2 = nn.Identity()  # the SK conv in the slot is the block's second convolution
+        else:
+            self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.attention = make_attention(attention, out_channels, attention_kwargs or {}, "BasicBlock")
         self.shortcut = nn.Identity()
@@ -110,7 +141,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
-        if self.position == "before_bn":
+        if self.position in ("before_bn", "conv2"):  # conv2: conv2 is an Identity and the slot holds the SK conv
             out = self.bn2(self.attention(self.conv2(out)))  # the official SimAM ResNets' place
         else:
             out = self.attention(self.bn2(self.conv2(out)))  # the attention slot
@@ -134,7 +165,8 @@ class ResNet(nn.Module):
             (the default) puts it in every stage. Stages without it keep an ``nn.Identity`` slot.
         position: where the attention sits in each block: ``"after_bn"`` (the default, None: after
             the branch's last BatchNorm, as in SE-ResNet) or ``"before_bn"`` (after conv2, before its
-            BatchNorm, as in the official SimAM ResNets). See :class:`BasicBlock`.
+            BatchNorm, as in the official SimAM ResNets); ``"conv2"`` for ``attention="sk"`` only (a
+            Selective Kernel convolution in conv2's place, bn2 kept). See :class:`BasicBlock`.
         **attention_kwargs: passed to every attention module, e.g. ``reduction=4``.
     """
 
@@ -302,6 +334,9 @@ def add_attention(model, attention, **attention_kwargs):
     if not isinstance(attention, str) and not callable(attention):
         raise TypeError(f"attention must be a registered name such as 'se' or a callable taking channels, "
                         f"got {type(attention).__name__}.")
+    if is_selective_kernel(attention):
+        raise ValueError("add_attention puts gates after a BatchNorm; Selective Kernel ('sk') is a convolution "
+                         "that replaces one. Use the course's ResNet(attention='sk', position='conv2', groups=8).")
     stages = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
     if not isinstance(model, nn.Module) or any(stage is None for stage in stages):
         raise TypeError(f"add_attention expects a torchvision ResNet with stages layer1 to layer4, "

@@ -362,3 +362,59 @@ def test_position_without_attention_raises():
         ResNet(position="before_bn")
     with pytest.raises(TypeError, match=r"BasicBlock got position but no attention"):
         BasicBlock(8, 8, position="before_bn")
+
+
+def _reference_parameters(attention):
+    """The parameters a seeded ResNet had before ``position="conv2"`` existed, built layer by layer in the
+    original order (stem; per block conv1, bn1, conv2, bn2, SE, shortcut; fc), so the RNG is drawn alike."""
+    from attn_course.attention import SqueezeExcite as SE
+
+    layers = [("stem.0", nn.Conv2d(1, 16, 3, 1, 1, bias=False)), ("stem.1", nn.BatchNorm2d(16))]
+    channels = 16
+    for i, width in enumerate((16, 32, 64)):
+        prefix = f"stages.{i}.0"
+        layers += [(f"{prefix}.conv1", nn.Conv2d(channels, width, 3, 1, 1, bias=False)),
+                   (f"{prefix}.bn1", nn.BatchNorm2d(width)),
+                   (f"{prefix}.conv2", nn.Conv2d(width, width, 3, 1, 1, bias=False)),
+                   (f"{prefix}.bn2", nn.BatchNorm2d(width))]
+        if attention:
+            layers.append((f"{prefix}.attention", SE(width, 4)))
+        if channels != width:
+            layers += [(f"{prefix}.shortcut.0", nn.Conv2d(channels, width, 1, 2, bias=False)),
+                       (f"{prefix}.shortcut.1", nn.BatchNorm2d(width))]
+        channels = width
+    layers.append(("fc", nn.Linear(64, 10)))
+    return [(f"{prefix}.{name}", p) for prefix, layer in layers for name, p in layer.named_parameters()]
+
+
+@pytest.mark.parametrize("attention", [None, "se"])
+def test_sk_support_leaves_existing_models_bit_identical(attention):
+    # Committed results depend on it: same parameter names, same initial values (the RNG is drawn in the
+    # same order), and a forward pass that is the block's math written out.
+    kwargs = {"attention": attention, "reduction": 4} if attention else {}
+    torch.manual_seed(0)
+    model = ResNet(**kwargs).eval()
+    torch.manual_seed(0)
+    reference = _reference_parameters(attention)
+    assert [name for name, _ in model.named_parameters()] == [name for name, _ in reference]
+    assert all(torch.equal(p, q) for (_, p), (_, q) in zip(model.named_parameters(), reference))
+    assert all(type(b.conv2) is nn.Conv2d for b in blocks(model))
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def bn(u, layer):
+        return F.batch_norm(u, layer.running_mean, layer.running_var, layer.weight, layer.bias, False, 0.0, layer.eps)
+
+    with torch.no_grad():
+        out = F.relu(bn(F.conv2d(x, model.stem[0].weight, padding=1), model.stem[1]))
+        for i, block in enumerate(blocks(model)):
+            stride = 2 if i else 1
+            branch = F.relu(bn(F.conv2d(out, block.conv1.weight, stride=stride, padding=1), block.bn1))
+            branch = bn(F.conv2d(branch, block.conv2.weight, padding=1), block.bn2)
+            if attention:
+                se = block.attention
+                gate = torch.sigmoid(se.fc2(F.relu(se.fc1(branch.mean(dim=(2, 3))))))
+                branch = branch * gate[:, :, None, None]
+            shortcut = out if i == 0 else bn(F.conv2d(out, block.shortcut[0].weight, stride=2), block.shortcut[1])
+            out = F.relu(branch + shortcut)
+        expected = model.fc(out.mean(dim=(2, 3)))
+        torch.testing.assert_close(model(x), expected)

@@ -47,7 +47,8 @@ def test_every_registered_module_follows_the_conventions(name):
 @pytest.mark.parametrize("name, kwargs", [("se", {"reduction": 4}), ("cbam", {"reduction": 4, "kernel_size": 3}),
                                           ("eca", {"kernel_size": 3}), ("ge", {"extent": 2}),
                                           ("psa", {"reduction": 4, "feature_size": 4}), ("simam", {}),
-                                          ("coord", {"reduction": 4, "min_hidden": 2})])
+                                          ("coord", {"reduction": 4, "min_hidden": 2}),
+                                          ("sk", {"reduction": 4, "min_hidden": 2, "groups": 8})])
 def test_numpy_integers_are_accepted_as_ints(name, kwargs):
     # create_attention("se", np.int64(16)) was refused with "must be a positive int, got np.int64(16)".
     import numpy as np
@@ -60,7 +61,8 @@ def test_numpy_integers_are_accepted_as_ints(name, kwargs):
 
 @pytest.mark.parametrize("name", sorted(ATTENTION))
 def test_wrong_input_dtypes_say_what_to_pass(name):
-    module = create_attention(name, 16, **({"feature_size": 4} if name == "psa" else {}))
+    # PSA needs its feature size; SK's official 32 groups cannot divide 16 channels
+    module = create_attention(name, 16, **{"psa": {"feature_size": 4}, "sk": {"groups": 8}}.get(name, {}))
     with pytest.raises(TypeError, match=r"floating-point tensor, got torch.int64: convert it with x.float\(\)"):
         module(torch.zeros(2, 16, 4, 4, dtype=torch.long))
     if any(True for _ in module.parameters()):

@@ -3,7 +3,8 @@
 Every module maps (B, C, H, W) to (B, C, H, W), takes ``channels`` first and then its paper's
 hyper-parameters with the paper's defaults, and passes its attention weights through a
 submodule named ``gate`` so that one forward hook can record them
-(see :class:`attn_course.models.AttentionRecorder`).
+(see :class:`attn_course.models.AttentionRecorder`). Selective Kernel ("sk") is a convolution
+rather than a gate: in :class:`attn_course.models.ResNet` it replaces conv2 (``position="conv2"``).
 """
 
 from .cbam import CBAM, ChannelAttention, SpatialAttention
@@ -12,6 +13,7 @@ from .eca import EfficientChannelAttention, eca_kernel_size
 from .gather_excite import GatherExcite
 from .psa import PointwiseSpatialAttention, psa_mask
 from .simam import SimAM
+from .sk import SelectiveKernel
 from .squeeze_excite import SqueezeExcite
 
 ATTENTION = {
@@ -22,6 +24,7 @@ ATTENTION = {
     "ge": GatherExcite,
     "simam": SimAM,
     "coord": CoordinateAttention,
+    "sk": SelectiveKernel,
 }
 
 
@@ -39,4 +42,4 @@ def create_attention(name, channels, **kwargs):
 
 __all__ = ["ATTENTION", "create_attention", "SqueezeExcite", "CBAM", "ChannelAttention", "SpatialAttention",
            "PointwiseSpatialAttention", "psa_mask", "EfficientChannelAttention", "eca_kernel_size",
-           "GatherExcite", "SimAM", "CoordinateAttention", "CoordinateGate"]
+           "GatherExcite", "SimAM", "CoordinateAttention", "CoordinateGate", "SelectiveKernel"]
