@@ -329,6 +329,24 @@ def test_two_processes_on_one_file_never_store_a_run_twice(tiny, tmp_path, monke
     assert made == 1 and len(rows) == 3
 
 
+def test_a_grid_goes_on_when_another_process_stores_rows_of_a_model_it_does_not_know(tiny, tmp_path, monkeypatch):
+    # A newer checkout added a model and stored its rows in the same file while this process ran.
+    real_run_one, stored = runner_module.run_one, []
+
+    def meanwhile(*args, **kwargs):
+        row = real_run_one(*args, **kwargs)
+        if not stored:
+            stored.append(True)
+            append_result(tmp_path / "tiny.csv", {**row, "mechanism": "newer-model", "definition": "0123456789ab"})
+        return row
+
+    monkeypatch.setattr(runner_module, "run_one", meanwhile)
+    assert run_grid("tiny", tmp_path, device="cpu", limit=2, progress=False) == 2
+    with pytest.raises(ResultsFileError, match="Unknown model 'newer-model'"):
+        read_results(tmp_path / "tiny.csv", "tiny")  # readers of the numbers still refuse it
+    assert len(read_results(tmp_path / "tiny.csv", "tiny", check_definitions=False)) == 3
+
+
 # --- the command line -------------------------------------------------------------------------
 
 

@@ -143,11 +143,11 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
     return row
 
 
-def _done(grid, path):
+def _done(grid, path, check_definitions=True):
     """The runs ``path`` holds, as (setting, model, budget, seed) keys; none if it does not exist yet."""
     if not Path(path).exists():
         return set()
-    return {tuple(row[k] for k in KEY) for row in read_results(Path(path), grid)}
+    return {tuple(row[k] for k in KEY) for row in read_results(Path(path), grid, check_definitions)}
 
 
 def pending_runs(grid, path, settings=None, models=None, budgets=None):
@@ -187,13 +187,14 @@ def run_grid(grid, directory="results", device=None, limit=None, progress=True, 
         name = f"{model:14s} {setting:9s} {budget:8s} seed {seed}"
         # Another process working on the same file (an overlapping slice) may have made this run
         # since the list was drawn up: check again before and after, never append a run twice.
-        if (setting, model, budget, seed) in _done(grid, path):
+        # Rows of models this process does not know (added to the code after it started) are fine here.
+        if (setting, model, budget, seed) in _done(grid, path, check_definitions=False):
             bar.write(f"{name}: already in {path} (another process made it), skipped")
             continue
         bar.set_postfix_str(f"{model} {setting} {budget} seed {seed}")
         start = time.perf_counter()
         row = run_one(setting, model, budget, seed, grid=grid, device=device)
-        if (setting, model, budget, seed) in _done(grid, path):
+        if (setting, model, budget, seed) in _done(grid, path, check_definitions=False):
             bar.write(f"{name}: another process stored this run meanwhile; not appended again")
             continue
         append_result(path, row)
