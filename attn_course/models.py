@@ -80,7 +80,7 @@ def check_position(position, attention, owner):
         if is_selective_kernel(attention):
             raise ValueError(
                 f"{owner}: Selective Kernel ('sk') is a convolution, not a gate after a BatchNorm: pass "
-                f"position='conv2' to put it in conv2's place (ResNet(attention='sk', position='conv2', groups=8))."
+                f"position='conv2' to put it in conv2's place (ResNet(attention='sk', position='conv2', groups=2))."
             )
         return "after_bn"
     if attention is None:
@@ -336,7 +336,7 @@ def add_attention(model, attention, **attention_kwargs):
                         f"got {type(attention).__name__}.")
     if is_selective_kernel(attention):
         raise ValueError("add_attention puts gates after a BatchNorm; Selective Kernel ('sk') is a convolution "
-                         "that replaces one. Use the course's ResNet(attention='sk', position='conv2', groups=8).")
+                         "that replaces one. Use the course's ResNet(attention='sk', position='conv2', groups=2).")
     stages = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
     if not isinstance(model, nn.Module) or any(stage is None for stage in stages):
         raise TypeError(f"add_attention expects a torchvision ResNet with stages layer1 to layer4, "

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from attn_course.attention import ATTENTION, SelectiveKernel, create_attention
 from attn_course.models import AttentionRecorder, BasicBlock, ResNet
+from attn_course.study import ZOO
 
 
 def randomise(module, seed=0):
@@ -81,22 +82,23 @@ def sk_parameters(channels, groups, hidden):
 
 
 @pytest.mark.parametrize("channels, kwargs, hidden", [
-    (16, {"groups": 8}, 32), (32, {"groups": 8}, 32), (64, {"groups": 8}, 32),  # the zoo's d = max(C // 16, 32)
+    (16, {"groups": 2}, 32), (32, {"groups": 2}, 32), (64, {"groups": 2}, 32),  # the zoo's d = max(C // 16, 32)
+    (16, {"groups": 8}, 32),
     (64, {"groups": 32}, 32), (1024, {}, 64), (64, {"reduction": 4, "min_hidden": 8, "groups": 1}, 16)])
 def test_parameter_count(channels, kwargs, hidden):
     module = create_attention("sk", channels, **kwargs)
     assert module.fuse[0].out_channels == hidden
     assert sum(p.numel() for p in module.parameters()) == sk_parameters(channels, kwargs.get("groups", 32), hidden)
-    assert [sum(p.numel() for p in create_attention("sk", c, groups=8).parameters()) for c in (16, 32, 64)] == \
-        [2240, 5568, 15680]
+    assert [sum(p.numel() for p in create_attention("sk", c, groups=2).parameters()) for c in (16, 32, 64)] == \
+        [3968, 12480, 43328]
 
 
 def test_sk_resnet_parameter_count():
     # conv2 (9 C^2 weights) is replaced by the SK conv; everything else is the plain ResNet's 77,754.
-    model = ResNet("sk", position="conv2", groups=8)
+    model = ResNet(**ZOO["sk"].model_kwargs())
     plain = sum(p.numel() for p in ResNet().parameters())
-    expected = plain + sum(sk_parameters(c, 8, 32) - 9 * c * c for c in (16, 32, 64))
-    assert sum(p.numel() for p in model.parameters()) == expected == 52858
+    expected = plain + sum(sk_parameters(c, 2, 32) - 9 * c * c for c in (16, 32, 64))
+    assert sum(p.numel() for p in model.parameters()) == expected == 89146
 
 
 @pytest.mark.parametrize("kwargs, message", [

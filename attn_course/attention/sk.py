@@ -18,7 +18,8 @@ Details, as in the paper and the official code:
 - the 5x5 branch is a 3x3 convolution with dilation 2 (paper, Sec. 3.1, "for further efficiency");
 - both branches are grouped convolutions (official: 32 groups, ResNeXt-style) without bias, each
   followed by BatchNorm and ReLU. ``groups`` must divide ``channels``: on the course's 16-channel
-  stage the official 32 groups are impossible, so the study uses fewer;
+  stage the official 32 groups are impossible, so the study uses 2 (8, 16 and 32 channels per group,
+  inside the 4 to 32 of SKNet-50);
 - fc is a 1x1 convolution C -> d without bias, then BatchNorm and ReLU; d = max(C // r, L) with the
   official r = 16, L = 32 (``reduction``, ``min_hidden``);
 - the per-branch matrices A_m (d -> C) are one 1x1 convolution d -> M * C, reshaped to (B, M, C) as
@@ -72,7 +73,7 @@ class SelectiveKernel(nn.Module):
             raise ValueError(
                 f"SelectiveKernel: groups={groups} does not divide channels={channels}. Choose groups from "
                 f"{divisors} (the official 32 groups need a multiple of 32 channels; the course's ResNet "
-                f"has 16, 32 and 64, which groups=8 or 16 all divide)."
+                f"has 16, 32 and 64 channels, which groups=2, 4, 8 or 16 all divide; the study's zoo uses 2)."
             )
         self.channels = channels
         hidden = max(channels // int(reduction), int(min_hidden))
