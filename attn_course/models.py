@@ -62,7 +62,7 @@ def check_stages(stages, n_stages):
     return {int(s) for s in stages}
 
 
-POSITIONS = ("after_bn", "before_bn", "conv2")
+POSITIONS = ("after_bn", "before_bn", "after_block", "conv2")
 
 
 def is_selective_kernel(attention):
@@ -71,8 +71,9 @@ def is_selective_kernel(attention):
 
 
 def check_position(position, attention, owner):
-    """The attention's place in a residual block: ``"after_bn"`` (None means it), ``"before_bn"``, or
-    ``"conv2"`` (Selective Kernel only, in conv2's place).
+    """The attention's place in a residual block: ``"after_bn"`` (None means it), ``"before_bn"``,
+    ``"after_block"`` (on the block's output, after the addition and ReLU), or ``"conv2"`` (Selective
+    Kernel only, in conv2's place).
 
     A position with no attention to place raises a TypeError, as other attention arguments do.
     """
@@ -92,13 +93,15 @@ def check_position(position, attention, owner):
         raise ValueError(
             f"{owner}: position must be 'after_bn' (after the branch's last BatchNorm, as in SE-ResNet; the "
             f"default) or 'before_bn' (after conv2, before its BatchNorm, as in the official SimAM ResNets), "
-            f"or 'conv2' for attention='sk' (Selective Kernel in conv2's place); got {position!r}."
+            f"'after_block' (on the block's output, after the addition and ReLU, where the official non-local "
+            f"networks insert their blocks), or 'conv2' for attention='sk' (Selective Kernel in conv2's place); "
+            f"got {position!r}."
         )
     if (position == "conv2") != is_selective_kernel(attention):
         raise ValueError(
             f"{owner}: position='conv2' is for Selective Kernel (attention='sk') only, which replaces conv2, "
             f"and 'sk' goes only there; got attention={attention!r} with position={position!r}. Use "
-            f"position='conv2' with 'sk', and 'after_bn' or 'before_bn' with the gates."
+            f"position='conv2' with 'sk', and 'after_bn', 'before_bn' or 'after_block' with the others."
         )
     return position
 
@@ -108,7 +111,10 @@ class BasicBlock(nn.Module):
 
     ``position="before_bn"`` moves the attention between conv2 and its BatchNorm (the official
     SimAM ResNets' place): conv3x3-BN-ReLU-conv3x3, attention, BN, + shortcut, ReLU. The default
-    (None, i.e. ``"after_bn"``) is SE-ResNet's place, after the BatchNorm.
+    (None, i.e. ``"after_bn"``) is SE-ResNet's place, after the BatchNorm. ``position="after_block"``
+    applies the attention to the block's output, after the addition and the ReLU: where the official
+    non-local networks insert a non-local block between residual blocks (it has its own residual
+    connection).
 
     ``attention="sk", position="conv2"``: a :class:`SelectiveKernel` convolution replaces conv2
     (conv3x3-BN-ReLU-SK-BN, + shortcut, ReLU). It lives in the slot, ``self.attention``, so that its
@@ -144,8 +150,11 @@ class BasicBlock(nn.Module):
         if self.position in ("before_bn", "conv2"):  # conv2: conv2 is an Identity and the slot holds the SK conv
             out = self.bn2(self.attention(self.conv2(out)))  # the official SimAM ResNets' place
         else:
-            out = self.attention(self.bn2(self.conv2(out)))  # the attention slot
-        return self.relu(out + self.shortcut(x))
+            out = self.bn2(self.conv2(out))
+            if self.position == "after_bn":
+                out = self.attention(out)  # the attention slot
+        out = self.relu(out + self.shortcut(x))
+        return self.attention(out) if self.position == "after_block" else out
 
 
 class ResNet(nn.Module):
@@ -164,8 +173,9 @@ class ResNet(nn.Module):
         stages: which stages hold attention, counted from 1 (``(3,)``: the last of three); None
             (the default) puts it in every stage. Stages without it keep an ``nn.Identity`` slot.
         position: where the attention sits in each block: ``"after_bn"`` (the default, None: after
-            the branch's last BatchNorm, as in SE-ResNet) or ``"before_bn"`` (after conv2, before its
-            BatchNorm, as in the official SimAM ResNets); ``"conv2"`` for ``attention="sk"`` only (a
+            the branch's last BatchNorm, as in SE-ResNet), ``"before_bn"`` (after conv2, before its
+            BatchNorm, as in the official SimAM ResNets) or ``"after_block"`` (on the block's output, as
+            the official non-local networks place their blocks); ``"conv2"`` for ``attention="sk"`` only (a
             Selective Kernel convolution in conv2's place, bn2 kept). See :class:`BasicBlock`.
         **attention_kwargs: passed to every attention module, e.g. ``reduction=4``.
     """

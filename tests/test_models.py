@@ -349,7 +349,21 @@ def test_before_bn_puts_the_attention_between_conv2_and_bn2(attention, kwargs):
     assert [b.position for b in blocks(partial)] == ["after_bn", "after_bn", "before_bn"]
 
 
-@pytest.mark.parametrize("position", ["before", "after", "BEFORE_BN", "", 1])
+@pytest.mark.parametrize("attention, kwargs", [("simam", {}), ("se", {"reduction": 4})])
+def test_after_block_applies_the_attention_to_the_blocks_output(attention, kwargs):
+    torch.manual_seed(0)
+    block = BasicBlock(4, 8, 2, attention=attention, attention_kwargs=kwargs, position="after_block").eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        plain = F.relu(_branch(block, x) + block.shortcut(x))  # the block without attention
+        torch.testing.assert_close(block(x), block.attention(plain))
+        inside = F.relu(block.attention(_branch(block, x)) + block.shortcut(x))  # the default place
+        assert not torch.allclose(block(x), inside)
+    partial = ResNet(attention, stages=(2, 3), position="after_block", **kwargs)
+    assert [b.position for b in blocks(partial)] == ["after_bn", "after_block", "after_block"]
+
+
+@pytest.mark.parametrize("position", ["before", "after", "BEFORE_BN", "after-block", "", 1])
 def test_bad_position(position):
     with pytest.raises(ValueError, match=r"position must be 'after_bn' .* or 'before_bn'"):
         ResNet("simam", position=position)
