@@ -4,24 +4,11 @@ the official CoordAtt forward with our weights, parameter counts, both gates rec
 import pytest
 import torch
 import torch.nn.functional as F
+from random_weights import randomise
 from torch import nn
 
 from attn_course.attention import ATTENTION, CoordinateAttention, create_attention
 from attn_course.models import AttentionRecorder, ResNet
-
-
-def randomise(module, seed=0):
-    """Random parameters and BatchNorm running statistics, so that no term is trivially 0 or 1."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-            if "num_batches" in name:
-                continue
-            if name.endswith("running_var") or name.endswith("bn1.weight"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
-    return module
 
 
 def coord_by_hand(x, module, batch_statistics=False):

@@ -4,24 +4,11 @@ selection weights summing to 1 across branches and recorded, parameter counts, e
 import pytest
 import torch
 import torch.nn.functional as F
+from random_weights import randomise
 
 from attn_course.attention import ATTENTION, SelectiveKernel, create_attention
 from attn_course.models import AttentionRecorder, BasicBlock, ResNet
 from attn_course.study import ZOO
-
-
-def randomise(module, seed=0):
-    """Random parameters and BatchNorm running statistics, so that no term is trivially 0 or 1."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-            if "num_batches" in name:
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
-    return module
 
 
 def batch_norm(u, bn):
