@@ -417,6 +417,16 @@ def test_effect_table_and_sentences_follow_the_rows():
     assert describe_effect(noisy, "se", "default", "chapter").endswith(": no measurable difference.")
 
 
+def test_effect_table_gives_no_interval_below_min_seeds():
+    from attn_course.study import MIN_SEEDS, effect_table
+
+    # Two seeds 20 points apart: a t-interval (t = 12.7 at 1 degree of freedom) would reach past 100 %.
+    rows = _rows({"resnet": [0.70, 0.90], "se": [0.72, 0.93]})
+    assert MIN_SEEDS == 3
+    line = effect_table(rows, "se").splitlines()[2]
+    assert line == "| default | chapter | 2 | 80.0 (n = 2) | 82.5 (n = 2) | – |", line
+
+
 def test_effect_table_takes_another_metric_and_baseline():
     from attn_course.study import describe_effect, effect_table
 
