@@ -11,6 +11,7 @@ from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .coord import CoordinateAttention, CoordinateGate
 from .eca import EfficientChannelAttention, eca_kernel_size
 from .gather_excite import GatherExcite
+from .non_local import NonLocal
 from .psa import PointwiseSpatialAttention, psa_mask
 from .simam import SimAM
 from .sk import SelectiveKernel
@@ -25,6 +26,7 @@ ATTENTION = {
     "simam": SimAM,
     "coord": CoordinateAttention,
     "sk": SelectiveKernel,
+    "nonlocal": NonLocal,
 }
 
 
@@ -42,4 +44,5 @@ def create_attention(name, channels, **kwargs):
 
 __all__ = ["ATTENTION", "create_attention", "SqueezeExcite", "CBAM", "ChannelAttention", "SpatialAttention",
            "PointwiseSpatialAttention", "psa_mask", "EfficientChannelAttention", "eca_kernel_size",
-           "GatherExcite", "SimAM", "CoordinateAttention", "CoordinateGate", "SelectiveKernel"]
+           "GatherExcite", "SimAM", "CoordinateAttention", "CoordinateGate", "SelectiveKernel",
+           "NonLocal"]

@@ -112,6 +112,10 @@ ZOO = {
                    "8, 16 and 32 channels per group, inside SKNet-50's 4 to 32, so that the branches hold as "
                    "many weights as the conv2 they replace (8 groups: a quarter, and 1.6x slower CPU steps); "
                    "the official r = 16, L = 32: d = 32 everywhere"),
+    "nonlocal": ZooEntry("nonlocal", {"position": "after_block"}, stages=(2, 3),
+                         why="one embedded-Gaussian block on the output of the blocks of stages 2 and 3 "
+                         "(16 x 16 and 8 x 8), as the paper adds blocks after residual blocks of res3 and "
+                         "res4; the official inner width C/2, phi and g computed from the 2 x 2 max-pooled input"),
 }
 
 # Variants for the chapters' ablations; the same rules as the zoo.
