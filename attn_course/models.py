@@ -322,8 +322,8 @@ class BatchNormWithAttention(nn.BatchNorm2d):
         return self.attention(super().forward(x))  # attention after the BN, before the addition
 
 
-def add_attention(model, attention, **attention_kwargs):
-    """Put an attention module into every residual block of a torchvision ResNet, in place.
+def add_attention(model, attention, stages=None, **attention_kwargs):
+    """Put an attention module into every residual block of a torchvision ResNet (or of some stages), in place.
 
     As in SE-ResNet (Hu et al. 2018, Fig. 3), the module acts on the residual branch after its
     last BatchNorm (``bn2`` of a ``BasicBlock``, ``bn3`` of a ``Bottleneck``) and before the
@@ -335,6 +335,10 @@ def add_attention(model, attention, **attention_kwargs):
         model: a ``torchvision.models.ResNet`` (e.g. ``resnet50(weights=None)``).
         attention: a name registered in :mod:`attn_course.attention`, or a callable
             ``f(channels, **attention_kwargs)`` returning a module.
+        stages: which stages receive attention, integers 1 to 4 naming ``layer1`` to ``layer4``, each
+            at most once; None (the default) means all four. GCNet's "c3-c5" of ResNet-50 are
+            ``stages=(2, 3, 4)``. Blocks of other stages are left as they are, so a second call may
+            put another attention there; a block that already has one is refused.
         **attention_kwargs: passed to every attention module, e.g. ``reduction=16``.
     Returns:
         ``model``, changed in place.
@@ -347,17 +351,26 @@ def add_attention(model, attention, **attention_kwargs):
     if is_selective_kernel(attention):
         raise ValueError("add_attention puts gates after a BatchNorm; Selective Kernel ('sk') is a convolution "
                          "that replaces one. Use the course's ResNet(attention='sk', position='conv2', groups=2).")
-    stages = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
-    if not isinstance(model, nn.Module) or any(stage is None for stage in stages):
+    if stages is not None and not isinstance(stages, (int, str)) and hasattr(stages, "__len__") and not len(stages):
+        raise ValueError("add_attention: stages=() names no stage, so no block would get attention. Name stages "
+                         "from 1 to 4 (layer1 to layer4), e.g. stages=(2, 3, 4), or None for all four.")
+    try:
+        chosen = check_stages(stages, 4)
+    except ValueError as error:
+        raise ValueError(f"add_attention: {error} Stage i is torchvision's layer{{i}}: GCNet's c3-c5, for example, "
+                         f"are stages=(2, 3, 4).") from None
+    layers = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
+    if not isinstance(model, nn.Module) or any(layer is None for layer in layers):
         raise TypeError(f"add_attention expects a torchvision ResNet with stages layer1 to layer4, "
                         f"got {type(model).__name__}. For the course's small ResNet use ResNet(attention=...).")
-    blocks = [block for stage in stages for block in stage]
-    for block in blocks:
+    for block in (block for layer in layers for block in layer):  # every block must be torchvision's
         if not isinstance(block, (resnet.BasicBlock, resnet.Bottleneck)):
             kind = f"{type(block).__module__}.{type(block).__qualname__}"
             raise TypeError(f"add_attention only knows torchvision's blocks (torchvision.models.resnet.BasicBlock "
                             f"and Bottleneck), found {kind}. Build the model with torchvision.models (e.g. "
                             f"resnet18(weights=None)); timm's ResNets take their own attn_layer= argument.")
+    blocks = [block for i, layer in enumerate(layers, start=1) if i in chosen for block in layer]
+    for block in blocks:
         if isinstance(getattr(block, _last_batch_norm(block)), BatchNormWithAttention):
             raise ValueError("this model already has attention in its residual blocks; "
                              "build a fresh one to try another kind.")

@@ -162,3 +162,83 @@ def test_a_timm_like_block_is_named_with_its_module():
     odd.layer1[0] = BasicBlock()
     with pytest.raises(TypeError, match=r"found test_add_attention.*BasicBlock\. Build the model with torchvision"):
         add_attention(odd, "se")
+
+
+# --- stages= : which of layer1-layer4 receive attention ---------------------------------------------------
+
+
+def gc_block_parameters(c, r=16):
+    """One GC block (att pooling, channel_add): conv_mask C -> 1 with bias; C -> C/r -> C with biases; LayerNorm."""
+    p = c // r
+    return (c + 1) + (c * p + p) + 2 * p + (p * c + c)
+
+
+def test_gc_resnet50_in_stages_c3_to_c5_has_the_papers_parameter_count():
+    """GCNet (Cao et al. 2019): GC with r = 16 in every block of c3-c5 (layer2-layer4) of ResNet-50, 28.08M."""
+    base = n_params(resnet50(weights=None))
+    model = add_attention(resnet50(weights=None), "gc", stages=(2, 3, 4), reduction=16)
+    assert all(not isinstance(block.bn3, BatchNormWithAttention) for block in model.layer1)
+    assert all(isinstance(b.bn3, BatchNormWithAttention) for i in (2, 3, 4) for b in getattr(model, f"layer{i}"))
+    expected = sum(n * gc_block_parameters(c) for n, c in RESNET50_STAGES[1:])
+    assert n_params(model) - base == expected == 2_521_741
+    assert n_params(model) == 28_078_773
+    assert round(n_params(model) / 1e6, 2) == 28.08
+
+
+def test_gc_resnet50_runs_and_records_one_map_per_block():
+    model = add_attention(resnet50(weights=None, num_classes=10), "gc", stages=(2, 3, 4)).eval()
+    with torch.no_grad(), AttentionRecorder(model) as recorder:
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 10)
+    maps = recorder.stacked()
+    assert len(maps) == 4 + 6 + 3 and not any(name.startswith("layer1.") for name in maps)
+    # 64 px in: layer2 at 8 x 8, layer3 at 4 x 4, layer4 at 2 x 2; each map sums to 1 over the positions
+    assert maps["layer2.0.bn3.attention.gate"].shape == (2, 1, 64)
+    assert maps["layer4.2.bn3.attention.gate"].shape == (2, 1, 4)
+    for gate in maps.values():
+        torch.testing.assert_close(gate.sum(dim=2), torch.ones(2, 1))
+
+
+@pytest.mark.parametrize("stages", [(1,), (4,), (2, 4), [3, 1], range(1, 5)])
+def test_only_the_named_stages_get_attention(stages):
+    model = add_attention(resnet18(weights=None), "se", stages=stages, reduction=16)
+    for i in range(1, 5):
+        for block in getattr(model, f"layer{i}"):
+            assert isinstance(block.bn2, BatchNormWithAttention) == (i in set(stages))
+
+
+def test_stages_accept_numpy_integers_and_default_to_all():
+    import numpy as np
+
+    model = add_attention(resnet18(weights=None), "eca", stages=(np.int64(3),))
+    assert [isinstance(b.bn2, BatchNormWithAttention) for b in blocks(model)] == [False] * 4 + [True] * 2 + [False] * 2
+    everything = add_attention(resnet18(weights=None), "eca", stages=None)
+    assert all(isinstance(b.bn2, BatchNormWithAttention) for b in blocks(everything))
+
+
+@pytest.mark.parametrize("stages, message", [
+    ((0,), r"from \[1, 2, 3, 4\].*got \(0,\)"),
+    ((5,), r"from \[1, 2, 3, 4\].*got \(5,\)"),
+    ((2, 2), r"each stage at most once.*got \(2, 2\)"),
+    ((2.0,), r"from \[1, 2, 3, 4\]"),
+    ((True,), r"from \[1, 2, 3, 4\]"),
+    (("2",), r"from \[1, 2, 3, 4\]"),
+    (3, r"must be a tuple of stage numbers.*such as \(2, 3\); got 3"),
+    ("234", r"must be a tuple of stage numbers"),
+    ((), r"stages=\(\) names no stage"),
+])
+def test_bad_stages_say_what_is_wrong_and_how_to_fix_it(stages, message):
+    model = resnet18(weights=None)
+    with pytest.raises(ValueError, match=message) as error:
+        add_attention(model, "se", stages=stages)
+    assert "add_attention" in str(error.value) and "stages=(2, 3, 4)" in str(error.value)
+    assert not any(isinstance(m, BatchNormWithAttention) for m in model.modules())  # the model is unchanged
+
+
+def test_other_stages_can_take_another_attention_but_no_block_gets_two():
+    model = add_attention(resnet18(weights=None), "se", stages=(1,), reduction=16)
+    add_attention(model, "gc", stages=(2, 3, 4))
+    kinds = [type(b.bn2.attention).__name__ for b in blocks(model)]
+    assert kinds == ["SqueezeExcite"] * 2 + ["GlobalContext"] * 6
+    with pytest.raises(ValueError, match="already has attention"):
+        add_attention(model, "eca", stages=(4,))

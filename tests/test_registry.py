@@ -48,7 +48,8 @@ def test_every_registered_module_follows_the_conventions(name):
                                           ("eca", {"kernel_size": 3}), ("ge", {"extent": 2}),
                                           ("psa", {"reduction": 4, "feature_size": 4}), ("simam", {}),
                                           ("coord", {"reduction": 4, "min_hidden": 2}),
-                                          ("sk", {"reduction": 4, "min_hidden": 2, "groups": 8})])
+                                          ("sk", {"reduction": 4, "min_hidden": 2, "groups": 8}),
+                                          ("nonlocal", {"inner": 4}), ("gc", {"reduction": 4})])
 def test_numpy_integers_are_accepted_as_ints(name, kwargs):
     # create_attention("se", np.int64(16)) was refused with "must be a positive int, got np.int64(16)".
     import numpy as np

@@ -11,6 +11,7 @@ from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .coord import CoordinateAttention, CoordinateGate
 from .eca import EfficientChannelAttention, eca_kernel_size
 from .gather_excite import GatherExcite
+from .gc import GlobalContext
 from .non_local import NonLocal
 from .psa import PointwiseSpatialAttention, psa_mask
 from .simam import SimAM
@@ -27,6 +28,7 @@ ATTENTION = {
     "coord": CoordinateAttention,
     "sk": SelectiveKernel,
     "nonlocal": NonLocal,
+    "gc": GlobalContext,
 }
 
 
@@ -45,4 +47,4 @@ def create_attention(name, channels, **kwargs):
 __all__ = ["ATTENTION", "create_attention", "SqueezeExcite", "CBAM", "ChannelAttention", "SpatialAttention",
            "PointwiseSpatialAttention", "psa_mask", "EfficientChannelAttention", "eca_kernel_size",
            "GatherExcite", "SimAM", "CoordinateAttention", "CoordinateGate", "SelectiveKernel",
-           "NonLocal"]
+           "NonLocal", "GlobalContext"]

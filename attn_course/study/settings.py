@@ -116,6 +116,10 @@ ZOO = {
                          why="one embedded-Gaussian block on the output of the blocks of stages 2 and 3 "
                          "(16 x 16 and 8 x 8), as the paper adds blocks after residual blocks of res3 and "
                          "res4; the official inner width C/2, phi and g computed from the 2 x 2 max-pooled input"),
+    "gc": ZooEntry("gc", {"reduction": 4},
+                   why="r = 4 (paper 16) as SE; att pooling and channel_add fusion, the official defaults; "
+                   "in every stage in SE's slot (after the last BatchNorm, as mmdetection's after_conv3 "
+                   "plugin), so that GC and SE differ only in the mechanism (the paper: c3-c5 of ResNet-50)"),
 }
 
 # Variants for the chapters' ablations; the same rules as the zoo.
