@@ -50,17 +50,33 @@ class CheckReport:
 
 # Frames in these folders are library code, not the student's: an error is located in the deepest
 # frame outside them (torch's ``F.linear`` is where a shape error surfaces, not where it was made).
-_LIBRARY_DIRS = tuple({os.path.dirname(os.path.dirname(torch.__file__)), os.path.dirname(os.__file__),
-                       os.path.dirname(os.path.abspath(__file__))})
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_LIBRARY_DIRS = tuple({os.path.dirname(os.path.dirname(torch.__file__)), os.path.dirname(os.__file__), _PACKAGE_DIR})
 
 
 def _error_line(error):
-    """The exception's type and message, plus the line of the student's own code that raised it."""
+    """The exception's type and message, plus where it was raised.
+
+    That is the deepest line of the student's own code, shown as code ("line 12: x @ w"). An error
+    raised inside a library with no student frame on the way (the student's module built with a
+    wrong argument, say) names the library file instead ("raised in attn_course/attention/se.py,
+    line 40"): its code line is not the student's, and a statement over several lines would show
+    only its first ("raise ValueError("). The checker's own errors need no place.
+    """
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.line]
     own = [f for f in frames if not os.path.abspath(f.filename).startswith(_LIBRARY_DIRS)]
-    frame = (own or frames or [None])[-1]
-    where = f" (line {frame.lineno}: {frame.line})" if frame is not None else ""
     message = f": {error}" if str(error) else ""
+    if own:
+        where = f" (line {own[-1].lineno}: {own[-1].line})"
+    elif frames and os.path.abspath(frames[-1].filename) == os.path.abspath(__file__):
+        where = ""  # the checker's own message (e.g. weights that do not line up) says all there is
+    elif frames:
+        path = os.path.abspath(frames[-1].filename)
+        root = next((d for d in _LIBRARY_DIRS if path.startswith(d)), os.path.dirname(path))
+        shown = os.path.relpath(path, os.path.dirname(root) if root == _PACKAGE_DIR else root)
+        where = f" (raised in {shown}, line {frames[-1].lineno})"
+    else:
+        where = ""
     return f"{type(error).__name__}{message}{where}"
 
 

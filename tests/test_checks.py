@@ -152,6 +152,22 @@ def test_forward_that_raises():
     assert "raised RuntimeError" in message and "x @ self.fc1.weight" in message  # where it failed
 
 
+def test_an_error_raised_inside_the_package_names_its_file_not_half_a_statement():
+    from attn_course.attention import SqueezeExcite
+
+    report = check_attention(SqueezeExcite(8, reduction=4), reference())  # a library module fed 16 channels
+    message = report.checks[1].message
+    assert "was built for 8 channels" in message
+    assert "(raised in attn_course/attention/_validate.py, line " in message, message
+    assert "raise ValueError(" not in message  # the first line of a multi-line statement says nothing
+
+
+def test_the_checkers_own_errors_carry_no_location():
+    report = check_attention(NoBias(16), reference())
+    output = next(c for c in report.checks if c.name == "output").message
+    assert "the weights do not line up" in output and output.endswith(")]"), output  # no "(line ...: raise"
+
+
 def test_wrong_channels_in_student():
     report = check_attention(StudentSE(8), reference())  # built for 8 channels, fed 16
     assert failed(report) == ["forward"]
