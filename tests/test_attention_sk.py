@@ -165,3 +165,38 @@ def test_conv2_position_is_for_sk_only(attention):
         ResNet(attention, position="conv2")
     with pytest.raises(TypeError, match="drop 'stride'"):
         BasicBlock(16, 16, attention="sk", attention_kwargs={"groups": 8, "stride": 2}, position="conv2")
+
+
+def test_the_ablations_add_the_branches_without_selection():
+    torch.manual_seed(0)
+    both = randomise(SelectiveKernel(16, groups=2, select=False)).eval()
+    one = randomise(SelectiveKernel(16, groups=2, dilations=(1,), select=False)).eval()
+    x = torch.randn(2, 16, 9, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(both(x), sum(F.relu(batch_norm(F.conv2d(x, b[0].weight, padding=d, dilation=d,
+                                                                           groups=2), b[1]))
+                                                for b, d in zip(both.branches, (1, 2))))
+        torch.testing.assert_close(one(x), F.relu(batch_norm(F.conv2d(x, one.branches[0][0].weight, padding=1,
+                                                                      groups=2), one.branches[0][1])))
+    assert not hasattr(both, "gate") and not hasattr(both, "select")
+    # parameters: the branches only (9 C^2 / g weights and a BN per branch)
+    assert sum(p.numel() for p in both.parameters()) == 2 * (9 * 16 * 16 // 2 + 2 * 16)
+    assert sum(p.numel() for p in one.parameters()) == 9 * 16 * 16 // 2 + 2 * 16
+    for name in ("sk-sum", "sk-3x3"):  # the study's variants build and train in conv2's place
+        from attn_course.study import build_model
+        model = build_model(name)
+        assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"dilations": (1,)}, r"select=True chooses between branches and needs at least two"),
+    ({"dilations": ()}, r"dilations must be distinct positive ints"),
+    ({"dilations": (1, 1)}, r"dilations must be distinct positive ints"),
+    ({"dilations": 2}, r"dilations must be distinct positive ints"),
+    ({"dilations": (1, 0)}, r"dilations must be distinct positive ints"),
+])
+def test_bad_dilations(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SelectiveKernel(16, groups=2, **kwargs)
+    with pytest.raises(TypeError, match=r"select must be True or False"):
+        SelectiveKernel(16, groups=2, select="no")

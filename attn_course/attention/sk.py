@@ -30,6 +30,12 @@ A popular re-implementation (xmu-xiaoma666/External-Attention-pytorch, issue #18
 wrong dimension (the channels), so that the weights of one branch summed to 1 across channels
 instead. Ours is ``nn.Softmax(dim=1)`` on a (B, M, C) tensor: dim 1 is the branch axis.
 
+Ablations (the study's variants ``sk-sum`` and ``sk-3x3``): ``select=False`` drops fuse and select
+and adds the branches, V = U_1 + U_2 (what SK's selection is measured against); ``dilations=(1,)``
+with ``select=False`` keeps the 3x3 branch alone, a grouped conv with BN and ReLU. Neither is in the
+paper's code; the SK paper's own ablations (Table 5) compare kernel combinations with and without
+selection in the same spirit.
+
 Gate: ``self.gate`` gives the selection weights a (B, M, C), recorded by
 :class:`attn_course.models.AttentionRecorder`. In :class:`attn_course.models.ResNet` use it with
 ``attention="sk", position="conv2"``: it takes conv2's place, before bn2 (it sits in the block's
@@ -39,9 +45,9 @@ attention slot, so its gate is recorded at ``stages.i.j.attention.gate``, and co
 import torch
 from torch import nn
 
-from ._validate import check_channels, check_input, is_int
+from ._validate import check_bool, check_channels, check_input, is_int
 
-BRANCHES = 2  # M: the 3x3 and the dilated 3x3 (5x5) kernels
+DILATIONS = (1, 2)  # M = 2 branches: the 3x3 and the dilated 3x3 (5x5) kernels
 
 
 class SelectiveKernel(nn.Module):
@@ -53,12 +59,15 @@ class SelectiveKernel(nn.Module):
         min_hidden: L, the smallest hidden width (official: 32).
         groups: groups of both branch convolutions; must divide ``channels`` (official: 32).
         stride: stride of both branch convolutions.
+        dilations: one 3x3 branch per dilation (official: (1, 2), a 3x3 and a 5x5 receptive field).
+        select: True (SK) mixes the branches by the softmax; False adds them (an ablation, no gate).
 
     Shapes: (B, C, H, W) -> (B, C, H / stride, W / stride). Gate: ``self.gate`` gives (B, 2, C),
     summing to 1 over dim 1.
     """
 
-    def __init__(self, channels, reduction=16, min_hidden=32, groups=32, stride=1):
+    def __init__(self, channels, reduction=16, min_hidden=32, groups=32, stride=1, dilations=DILATIONS,
+                 select=True):
         super().__init__()
         channels = check_channels(channels, "SelectiveKernel")
         for name, value in (("reduction", reduction), ("min_hidden", min_hidden), ("groups", groups),
@@ -75,7 +84,15 @@ class SelectiveKernel(nn.Module):
                 f"{divisors} (the official 32 groups need a multiple of 32 channels; the course's ResNet "
                 f"has 16, 32 and 64 channels, which groups=2, 4, 8 or 16 all divide; the study's zoo uses 2)."
             )
-        self.channels = channels
+        check_bool(select, "select", "SelectiveKernel")
+        if (isinstance(dilations, (str, bytes)) or not hasattr(dilations, "__iter__") or not dilations
+                or not all(is_int(d) and d >= 1 for d in dilations) or len(set(dilations)) != len(dilations)):
+            raise ValueError(f"SelectiveKernel: dilations must be distinct positive ints, one per branch, got "
+                             f"{dilations!r}. The official SK uses (1, 2): a 3x3 and a dilated 3x3 (5x5) branch.")
+        if select and len(dilations) < 2:
+            raise ValueError(f"SelectiveKernel: select=True chooses between branches and needs at least two, got "
+                             f"dilations={tuple(dilations)!r}. Pass select=False for a single branch.")
+        self.channels, self.selects = channels, select
         hidden = max(channels // int(reduction), int(min_hidden))
         self.branches = nn.ModuleList(
             nn.Sequential(
@@ -84,17 +101,20 @@ class SelectiveKernel(nn.Module):
                 nn.BatchNorm2d(channels),
                 nn.ReLU(inplace=True),
             )
-            for dilation in (1, 2)  # 3x3, and 3x3 dilated 2 standing in for 5x5
+            for dilation in dilations  # 3x3, and 3x3 dilated 2 standing in for 5x5
         )
-        self.fuse = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
-                                  nn.ReLU(inplace=True))
-        self.select = nn.Conv2d(hidden, BRANCHES * channels, 1, bias=False)  # A_1 and A_2 in one conv
-        self.gate = nn.Softmax(dim=1)  # across the branches of (B, M, C)
+        if select:
+            self.fuse = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
+                                      nn.ReLU(inplace=True))
+            self.select = nn.Conv2d(hidden, len(dilations) * channels, 1, bias=False)  # A_1 and A_2 in one conv
+            self.gate = nn.Softmax(dim=1)  # across the branches of (B, M, C)
 
     def forward(self, x):
-        check_input(x, self.channels, "SelectiveKernel", self.select.weight)
+        check_input(x, self.channels, "SelectiveKernel", self.branches[0][0].weight)
+        if not self.selects:  # the ablations: the branches added, no selection
+            return sum(branch(x) for branch in self.branches)
         u = torch.stack([branch(x) for branch in self.branches], dim=1)  # split: (B, M, C, H', W')
         s = u.sum(dim=1).mean(dim=(2, 3))  # fuse: (B, C)
         z = self.fuse(s[:, :, None, None])  # (B, d, 1, 1)
-        a = self.gate(self.select(z).view(x.shape[0], BRANCHES, self.channels))  # select: (B, M, C)
+        a = self.gate(self.select(z).view(x.shape[0], len(self.branches), self.channels))  # select: (B, M, C)
         return (u * a[:, :, :, None, None]).sum(dim=1)  # (B, C, H', W')

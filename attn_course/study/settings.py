@@ -132,6 +132,10 @@ VARIANTS = {
     "ge-global": ZooEntry("ge", {"extent": 0}, why="GE-theta-minus, global extent: SE without its MLP"),
     "simam-before-bn": ZooEntry("simam", {"position": "before_bn"},
                                 why="SimAM in the official placement: after conv2, before its BatchNorm"),
+    "sk-sum": ZooEntry("sk", {"position": "conv2", "groups": 2, "select": False},
+                       why="SK's two branches simply added, no selection: what the softmax is measured against"),
+    "sk-3x3": ZooEntry("sk", {"position": "conv2", "groups": 2, "dilations": [1], "select": False},
+                       why="SK's 3x3 branch alone (grouped conv, BN, ReLU): the SK-ResNet without its 5x5 branch"),
 }
 
 # Chapter 05's task: per-pixel classes (attn_course.segmentation.SegmentationNet), one head at stride 4.
@@ -176,7 +180,8 @@ GRIDS = {
     ),
     "ablations": Grid(
         "ablations", "the chapters' ablations (CBAM's halves and order, Gather-Excite's extents, SimAM's "
-        "placement) and their own baseline; the full CBAM, GE and SimAM rows are the zoo's",
+        "placement, SK without selection) and their own baseline; the full CBAM, GE, SimAM and SK rows are "
+        "the zoo's",
         models=("resnet", *VARIANTS), settings=("default", "headroom"), budgets=("chapter",),
         seeds=tuple(range(5)),
     ),
