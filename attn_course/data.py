@@ -35,12 +35,16 @@ class ClutteredDigits(Dataset):
         labels: (N,) int64, the digit 0-9.
         boxes: (N, 4) int64 bounding boxes ``(x0, y0, x1, y1)``, end exclusive.
         masks: (N, H, W) bool, the target digit's pixels (clutter excluded).
+        glyphs: (N,) int64, the index of each target digit in its split's glyph pool
+            (:func:`glyph_pools`), e.g. to count the distinct handwritten digits a set holds; None
+            for data sets built by hand.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     boxes: torch.Tensor
     masks: torch.Tensor
+    glyphs: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.labels)
@@ -190,6 +194,7 @@ def make_cluttered_digits(
         labels=torch.from_numpy(glyph_labels[chosen]),
         boxes=torch.from_numpy(boxes.astype(np.int64)),
         masks=torch.from_numpy(masks),
+        glyphs=torch.from_numpy(chosen.astype(np.int64)),
     )
 
 

@@ -12,7 +12,7 @@ package (``attn_course.results``), so a chapter opened in Colab reads the same n
 from .plots import plot_paired_differences
 from .report import MIN_SEEDS, format_report, mean_interval, paired_differences, summarise
 from .results import COLUMNS, ResultsFileError, packaged_results, read_results, results_path
-from .runner import build_model, run_grid, run_one
+from .runner import build_model, distinct_training_glyphs, run_grid, run_one, run_shift
 from .settings import (
     BUDGETS,
     GRIDS,
@@ -50,7 +50,8 @@ def load_results(grid, missing_ok=False):
 __all__ = ["SEGMENTATION_HEADS", "BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARIANTS", "ZOO", "COLUMNS",
            "Budget", "Grid", "Setting",
            "ZooEntry", "UnknownNameError", "ResultsFileError", "get_budget", "get_grid", "get_model", "get_setting",
-           "missing_from_zoo", "definition", "MIN_SEEDS", "build_model", "run_one", "run_grid", "read_results",
+           "missing_from_zoo", "definition", "MIN_SEEDS", "build_model", "run_one", "run_shift", "run_grid",
+           "distinct_training_glyphs", "read_results",
            "results_path",
            "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report",
            "effect_table", "describe_effect", "study_verdict", "plot_paired_differences"]

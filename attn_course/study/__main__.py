@@ -34,10 +34,13 @@ def _read(grid, directory):
 def command_list(args):
     print("settings:")
     for s in SETTINGS.values():
-        print(f"  {s.name:10s} {s.description}\n  {'':10s} data: {s.data or '(make_cluttered_digits defaults)'}")
+        print(f"  {s.name:10s} {s.description}\n  {'':10s} data: {s.data or '(make_cluttered_digits defaults)'}"
+              + (f"; trained on {s.train_on}" if s.train_on else ""))
     print("budgets:")
     for b in BUDGETS.values():
-        print(f"  {b.name:10s} {b.epochs} epochs, {b.n_train} training / {b.n_test} test images, batch "
+        length = (f"{b.epochs} epochs" if b.steps is None else
+                  f"{b.steps} steps ({b.epochs} rounds of {b.steps_per_round}, tested after each)")
+        print(f"  {b.name:10s} {length}, {b.n_train} training / {b.n_test} test images, batch "
               f"{b.batch_size}, lr {b.lr}: {b.description}")
     print("models (the zoo table, then the variants):")
     for name, m in MODELS.items():
@@ -46,7 +49,7 @@ def command_list(args):
     print("grids:")
     for g in GRIDS.values():
         print(f"  {g.name:10s} {len(g.runs())} runs: models {', '.join(g.models)}; settings {', '.join(g.settings)};"
-              f" budgets {', '.join(g.budgets)}; seeds {', '.join(map(str, g.seeds))}")
+              f" budgets {', '.join(g.budgets)}; seeds {', '.join(map(str, g.seeds))}\n  {'':10s} {g.description}")
     return 0
 
 
@@ -70,7 +73,8 @@ def command_report(args):
     print(f"grid {args.grid}: {len(rows)} runs")
     models = get_grid(args.grid).models
     baseline = "resnet" if "resnet" in models else models[0]  # segmentation: the network without a head
-    print(format_report(rows, metric=args.metric, order=tuple(MODELS), baseline=baseline))
+    print(format_report(rows, metric=args.metric, order=tuple(MODELS), baseline=baseline,
+                        settings_order=tuple(SETTINGS), budgets_order=tuple(BUDGETS)))
     return 0
 
 

@@ -82,19 +82,24 @@ def paired_differences(rows, metric="test_accuracy", baseline=BASELINE):
     return out
 
 
-def _order(rows, order):
-    rank = {name: i for i, name in enumerate(order)}
-    return sorted(rows, key=lambda r: (r["setting"], r["budget"], rank.get(r["mechanism"], len(rank)),
-                                       r["mechanism"]))
+def _order(rows, order, settings_order=(), budgets_order=()):
+    """Rows by setting, budget and model; each in the given order, names not in it after, alphabetically."""
+    def rank(names, name):
+        names = list(names)
+        return (names.index(name), "") if name in names else (len(names), name)
+    return sorted(rows, key=lambda r: (rank(settings_order, r["setting"]), rank(budgets_order, r["budget"]),
+                                       rank(order, r["mechanism"])))
 
 
-def format_report(rows, metric="test_accuracy", scale=100.0, unit="points", order=(), baseline=BASELINE):
+def format_report(rows, metric="test_accuracy", scale=100.0, unit="points", order=(), baseline=BASELINE,
+                  settings_order=(), budgets_order=()):
     """The text of ``report``: per setting and budget, every model's mean and interval, then the paired
-    differences from ``baseline``. Values are multiplied by ``scale`` (accuracy in percent)."""
+    differences from ``baseline``. Values are multiplied by ``scale`` (accuracy in percent). Models,
+    settings and budgets come in the orders given (e.g. the study's tables), others alphabetically."""
     fmt = lambda v: "   n/a" if v != v else f"{scale * v:6.2f}"  # noqa: E731
     signed = lambda v: "   n/a" if v != v else f"{scale * v:+6.2f}"  # noqa: E731
     lines = [f"{metric} in {unit if scale != 1 else 'units'}: mean, sd and Student-t 95% interval over seeds"]
-    summary = _order(summarise(rows, metric), order)
+    summary = _order(summarise(rows, metric), order, settings_order, budgets_order)
     diffs = {(d["setting"], d["budget"], d["mechanism"]): d for d in paired_differences(rows, metric, baseline)}
     current = None
     for row in summary:

@@ -137,16 +137,27 @@ def as_stored(value):
 
 def append_result(path, row):
     """Append one run to ``path`` (creating it with the header) and flush it to disk at once."""
+    append_results(path, [row])
+
+
+def append_results(path, rows):
+    """Append several rows to ``path`` together: one write, then flushed to disk (the shift grid's
+    rows of one training). A crash within the write leaves a cut-short last line, which
+    :func:`read_results` refuses by name; the runner completes a set of rows found incomplete."""
     path = Path(path)
-    missing = [c for c in COLUMNS if c not in row]
-    if missing:
-        raise ValueError(f"append_result: the row lacks the columns {missing}.")
+    for row in rows:
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"append_result: the row lacks the columns {missing}.")
     new = not path.exists() or path.stat().st_size == 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file, lineterminator="\n")
-        if new:
-            writer.writerow(COLUMNS)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    if new:
+        writer.writerow(COLUMNS)
+    for row in rows:
         writer.writerow([_format(row[c]) for c in COLUMNS])
+    with open(path, "a", newline="", encoding="utf-8") as file:
+        file.write(text.getvalue())
         file.flush()
         os.fsync(file.fileno())

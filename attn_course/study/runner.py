@@ -8,17 +8,47 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..bench import count_flops, count_parameters
-from ..data import make_loaders
+from ..data import make_cluttered_digits, make_loaders
 from ..explain import grad_cam
 from ..metrics import energy_in_box, pointing_game, resize_maps
 from ..models import AttentionRecorder, ResNet, eval_mode
 from ..segmentation import SegmentationNet, conv_head, make_segmentation_loaders, segmentation_scores
-from ..train import fit, get_device, set_seed
-from .results import KEY, append_result, read_results, results_path
+from ..train import evaluate, fit, get_device, set_seed
+from .results import KEY, append_result, append_results, read_results, results_path
 from .settings import SEGMENTATION_HEADS, UnknownNameError, definition, get_budget, get_grid, get_model, get_setting
+
+
+class FixedSteps:
+    """A training loader of ``per_round`` batches per pass, drawn in turn from ``loader`` (cycled).
+
+    Each pass of :func:`attn_course.train.fit` (an "epoch") over it is then a round of exactly
+    ``per_round`` optimisation steps, whatever the size of the data set: the next round goes on
+    where the last one stopped, and ``loader`` is reshuffled (by its own seeded generator) each
+    time it is exhausted. A budget with ``steps`` trains through it (the data-size grid).
+    """
+
+    def __init__(self, loader, per_round):
+        self.loader, self.per_round, self.dataset = loader, per_round, loader.dataset
+        self._batches = None
+
+    def __len__(self):
+        return self.per_round
+
+    def __iter__(self):
+        for _ in range(self.per_round):
+            batch = next(self._batches, None) if self._batches is not None else None
+            if batch is None:  # the first batch, or the loader is exhausted: a new, reshuffled pass
+                self._batches = iter(self.loader)
+                batch = next(self._batches)
+            yield batch
+
+
+def _training_loader(train_loader, budget_):
+    return train_loader if budget_.steps is None else FixedSteps(train_loader, budget_.steps_per_round)
 
 
 def build_model(name):
@@ -109,20 +139,77 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
     """
     setting_, budget_ = get_setting(setting), get_budget(budget)
     get_model(model)  # validate the name before any work
+    if setting_.train_on is not None:  # a test-only setting (the shift grid): train on its training setting
+        return run_shift([setting], model, budget, seed, grid=grid, device=device, progress=progress)[0]
     segmentation = model in SEGMENTATION_HEADS
     device = torch.device(device) if device is not None else get_device()
     loaders = make_segmentation_loaders if segmentation else make_loaders
     train_loader, test_loader = loaders(seed=seed, **budget_.loader_kwargs(), **setting_.data)
     set_seed(seed)
     net = build_model(model)
-    history = fit(net, train_loader, test_loader, epochs=budget_.epochs, lr=budget_.lr, device=device,
-                  progress=progress, desc=f"{model} {setting} {budget} seed {seed}")
+    history = fit(net, _training_loader(train_loader, budget_), test_loader, epochs=budget_.epochs, lr=budget_.lr,
+                  device=device, progress=progress, desc=f"{model} {setting} {budget} seed {seed}")
+    return _row(grid, setting, model, budget, seed, net, history.test_accuracy, history, test_loader, device)
+
+
+def run_shift(settings, model, budget, seed, grid="", device=None, progress=False):
+    """Train ``model`` once on the training setting of ``settings``, test it on each; one row per setting.
+
+    ``settings`` are test settings (``Setting.train_on``, e.g. the shift grid's) that share one
+    training setting, which may be among them (train_on None: trained and tested there). The
+    weights are trained once and never retrained: every setting's test set is scored after each
+    epoch from the same weights, so its row has its own test curve. A model that cannot take a
+    setting's images (PSA's fixed feature size on a larger canvas) is refused before training.
+    The training, and so a training setting's own row, is the one :func:`run_one` computes.
+    """
+    tests = [get_setting(name) for name in settings]
+    budget_ = get_budget(budget)
+    get_model(model)
+    trained_on = {test.training_setting for test in tests}
+    if len(trained_on) != 1:
+        raise ValueError(f"run_shift: the settings {', '.join(settings)} train on different settings "
+                         f"({', '.join(sorted(trained_on))}); give settings that share one.")
+    if model in SEGMENTATION_HEADS:
+        raise ValueError(f"run_shift: {model!r} is a segmentation head; the shift grid tests classifiers.")
+    train_setting = get_setting(trained_on.pop())
+    device = torch.device(device) if device is not None else get_device()
+    train_loader, _ = make_loaders(seed=seed, **budget_.loader_kwargs(), **train_setting.data)  # as run_one
+    test_loaders = {test.name: DataLoader(make_cluttered_digits(budget_.n_test, "test", seed=seed, **test.data),
+                                          batch_size=512, shuffle=False) for test in tests}
+    probe = build_model(model).eval()  # before set_seed: the trained model's draws stay run_one's
+    for name, loader in test_loaders.items():
+        images = loader.dataset.images[:2]
+        try:
+            with torch.no_grad():
+                probe(images)
+        except Exception as error:  # noqa: BLE001 (any failure: this model cannot be tested here)
+            raise ValueError(f"model {model!r} cannot take the {tuple(images.shape[-2:])} images of setting "
+                             f"{name!r} ({type(error).__name__}: {error}). Leave it out of this grid: e.g. PSA's "
+                             f"maps are built for a fixed feature size.") from error
+    set_seed(seed)
+    net = build_model(model)
+    curves = {name: [] for name in test_loaders}
+
+    def score(epoch, model_):
+        for name, loader in test_loaders.items():
+            curves[name].append(evaluate(model_, loader, device))
+
+    history = fit(net, _training_loader(train_loader, budget_), None, epochs=budget_.epochs, lr=budget_.lr,
+                  device=device, progress=progress, desc=f"{model} {train_setting.name} {budget} seed {seed}",
+                  on_epoch_end=score)
+    return [_row(grid, name, model, budget, seed, net, curves[name], history, loader, device)
+            for name, loader in test_loaders.items()]
+
+
+def _row(grid, setting, model, budget, seed, net, curve, history, test_loader, device):
+    """The results row of a trained ``net`` scored on ``test_loader`` (its test curve: ``curve``)."""
+    segmentation = model in SEGMENTATION_HEADS
     images = test_loader.dataset.tensors[0] if segmentation else test_loader.dataset.images
     row = {"grid": grid, "setting": setting, "mechanism": model, "budget": budget, "seed": seed,
            "definition": definition(setting, model, budget),
-           "test_accuracy": history.final_test_accuracy, "test_miou": float("nan"),
+           "test_accuracy": curve[-1] if curve else float("nan"), "test_miou": float("nan"),
            "final_train_loss": history.train_loss[-1],
-           "test_accuracy_curve": history.test_accuracy, "train_loss_curve": history.train_loss,
+           "test_accuracy_curve": curve, "train_loss_curve": history.train_loss,
            "train_seconds": history.seconds, "params": count_parameters(net),
            "mflops": count_flops(net, (1, *images.shape[1:])) / 1e6, "device": device.type,
            "gate_pointing_game": float("nan"), "gate_energy_in_box": float("nan"),
@@ -169,6 +256,11 @@ def pending_runs(grid, path, settings=None, models=None, budgets=None):
             and (models is None or model in models) and (budgets is None or budget in budgets)]
 
 
+def _training_key(setting, model, budget, seed):
+    """The training a run's row comes from: runs on test-only settings of one training share it."""
+    return get_setting(setting).training_setting, model, budget, seed
+
+
 def run_grid(grid, directory="results", device=None, limit=None, progress=True, settings=None, models=None,
              budgets=None):
     """Run every run of ``grid`` missing from ``<directory>/<grid>.csv``, appending each as it ends.
@@ -178,7 +270,16 @@ def run_grid(grid, directory="results", device=None, limit=None, progress=True, 
     (see :func:`pending_runs`). Returns the number of runs made and appended. Processes that share
     a file should run disjoint slices; where they overlap, a run that another process has stored
     is skipped (checked before and after each run), so no run is ever stored twice.
+
+    A grid with test-only settings (``shift``) trains once per (model, budget, seed) and appends
+    the rows of all its test settings together (:func:`run_shift`); ``limit`` then counts trainings,
+    a training whose rows are all stored is skipped, and one whose rows are partly stored (another
+    process, or a write cut short) is detected and completed with the missing rows only. It cannot
+    be sliced by setting: every training yields every test setting.
     """
+    grid_ = get_grid(grid)
+    if any(get_setting(name).train_on is not None for name in grid_.settings):
+        return _run_grouped_grid(grid, directory, device, limit, progress, settings, models, budgets)
     path = results_path(grid, directory)
     todo = pending_runs(grid, path, settings, models, budgets)[:limit]
     bar = tqdm(todo, desc=f"grid {grid}", disable=not progress, unit="run")
@@ -201,3 +302,58 @@ def run_grid(grid, directory="results", device=None, limit=None, progress=True, 
         made += 1
         bar.write(f"{name}: {time.perf_counter() - start:6.1f} s")
     return made
+
+
+def _run_grouped_grid(grid, directory, device, limit, progress, settings, models, budgets):
+    """:func:`run_grid` for a grid of test-only settings: one training per group of rows."""
+    if settings:
+        raise UnknownNameError(f"grid {grid!r} trains each model once and tests it on all its settings "
+                               f"({', '.join(get_grid(grid).settings)}), so it cannot be sliced by setting; "
+                               f"select models or budgets instead.")
+    path = results_path(grid, directory)
+    groups = {}  # training -> its pending test settings, in the grid's order
+    for setting, model, budget, seed in pending_runs(grid, path, None, models, budgets):
+        groups.setdefault(_training_key(setting, model, budget, seed), []).append(setting)
+    planned = {}  # training -> all its test settings in the grid
+    for setting, model, budget, seed in get_grid(grid).runs():
+        planned.setdefault(_training_key(setting, model, budget, seed), []).append(setting)
+    todo = list(groups)[:limit]
+    bar = tqdm(todo, desc=f"grid {grid}", disable=not progress, unit="training")
+    made = 0
+    for key in bar:
+        trained_on, model, budget, seed = key
+        name = f"{model:14s} trained on {trained_on} {budget:8s} seed {seed}"
+        done = _done(grid, path, check_definitions=False)
+        missing = [s for s in planned[key] if (s, model, budget, seed) not in done]
+        if not missing:
+            bar.write(f"{name}: all {len(planned[key])} rows already in {path}, skipped")
+            continue
+        if len(missing) < len(planned[key]):
+            bar.write(f"{name}: {len(planned[key]) - len(missing)} of its {len(planned[key])} rows are stored, "
+                      f"not {', '.join(missing)}: an incomplete set, completed now")
+        bar.set_postfix_str(f"{model} {trained_on} {budget} seed {seed}")
+        start = time.perf_counter()
+        rows = run_shift(planned[key], model, budget, seed, grid=grid, device=device)
+        done = _done(grid, path, check_definitions=False)
+        rows = [row for row in rows if row["setting"] in missing and (row["setting"], model, budget, seed) not in done]
+        if not rows:
+            bar.write(f"{name}: another process stored these rows meanwhile; not appended again")
+            continue
+        append_results(path, rows)
+        made += len(rows)
+        bar.write(f"{name}: {len(rows)} rows, {time.perf_counter() - start:6.1f} s")
+    return made
+
+
+def distinct_training_glyphs(budget, seed, setting="default"):
+    """How many distinct handwritten digits (glyphs of the training pool) a run's training set holds.
+
+    The training pool holds about 1,258 glyphs (70% of scikit-learn's 1,797 digits); a set of n
+    images draws its digits from it with replacement, so beyond about a thousand images more images
+    mostly re-place the same glyphs on other canvases. Cheap (the data only, no training); the
+    results files do not store it, since every run of a (budget, seed) shares it.
+    """
+    budget_, setting_ = get_budget(budget), get_setting(setting)
+    data = get_setting(setting_.training_setting).data
+    images = make_cluttered_digits(budget_.n_train, "train", seed=seed, **data)
+    return int(images.glyphs.unique().numel())

@@ -19,6 +19,14 @@ class Setting:
     name: str
     description: str
     data: dict = field(default_factory=dict)
+    # A test setting of the ``shift`` grid: the models train on the setting ``train_on`` and are
+    # only tested on this one (same weights for every test setting). None: train and test here.
+    train_on: str | None = None
+
+    @property
+    def training_setting(self):
+        """The name of the setting whose training images a run on this setting trains on."""
+        return self.train_on or self.name
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,12 @@ class Budget:
     """How long a model trains: epochs over ``n_train`` images, scored on ``n_test`` test images.
 
     The optimiser is :func:`attn_course.train.fit`'s: AdamW with a one-cycle schedule peaking at ``lr``.
+
+    ``steps`` (None for most budgets) fixes the number of optimisation steps instead: the run
+    takes exactly ``steps`` steps of ``batch_size`` images, cycling over the ``n_train`` images
+    (reshuffled at each pass), in ``epochs`` rounds of ``steps // epochs`` steps; the test set is
+    scored after each round, so ``epochs`` is then the number of points of the test curve, not
+    of passes over the data. The ``data-size`` grid uses it (see :data:`GRIDS`).
     """
 
     name: str
@@ -35,6 +49,17 @@ class Budget:
     n_test: int
     batch_size: int = 128
     lr: float = 3e-3
+    steps: int | None = None
+
+    def __post_init__(self):
+        if self.steps is not None and (self.steps < self.epochs or self.steps % self.epochs):
+            raise ValueError(f"budget {self.name!r}: steps ({self.steps}) must be a multiple of epochs "
+                             f"({self.epochs}), the number of rounds after which the test set is scored.")
+
+    @property
+    def steps_per_round(self):
+        """Optimisation steps between two test evaluations (None: one pass over the data, an epoch)."""
+        return None if self.steps is None else self.steps // self.epochs
 
     def loader_kwargs(self):
         """Keyword arguments of :func:`attn_course.data.make_loaders` for this budget."""
@@ -74,7 +99,39 @@ SETTINGS = {
         "sigma = 0.2: the plain ResNet stays clearly below ceiling",
         {"n_clutter": 16, "fragment_size": 8, "ink": 0.6, "noise": 0.2},
     ),
+    # The shift grid's test settings: models trained on "default" and tested here, unchanged.
+    # One change from "default" each (make_cluttered_digits' defaults: canvas 32, 6 fragments of 6 px).
+    "shift-clutter": Setting(
+        "shift-clutter", "test only (trained on default): 16 clutter fragments of 6 px instead of 6",
+        {"n_clutter": 16}, train_on="default",
+    ),
+    "shift-canvas": Setting(
+        "shift-canvas", "test only (trained on default): a 48 x 48 canvas instead of 32 x 32, the same 16 px "
+        "digit and 6 fragments (so the digit is smaller in the image and the clutter sparser)",
+        {"canvas_size": 48}, train_on="default",
+    ),
+    "shift-fragment": Setting(
+        "shift-fragment", "test only (trained on default): 6 clutter fragments of 10 px instead of 6 px "
+        "(larger pieces of other digits, closer to whole strokes)",
+        {"fragment_size": 10}, train_on="default",
+    ),
+    "shift-noise": Setting(
+        "shift-noise", "test only (trained on default): the headroom setting's Gaussian pixel noise, "
+        "sigma = 0.2, on the default images",
+        {"noise": 0.2}, train_on="default",
+    ),
 }
+
+# The data-size grid's budgets: one number of optimisation steps for every training-set size.
+# Fixed steps, not fixed epochs: with fixed epochs a set 32 times smaller would get 32 times
+# fewer steps, and the curve would measure under-training, not overfitting; with fixed steps a
+# small set is seen many times (625 steps of 64 images are 160 passes over 250 images, and can be
+# memorised) and a large set gets no more compute than a small one. 625 steps is the long
+# budget's compute (20 epochs x 2,000 images / 64 = 625; long itself takes 20 x 32 = 640 steps,
+# since its last batch of each epoch is short), long enough for the plain ResNet to converge.
+# The test set (1,000 images) is scored after each of 25 rounds of 25 steps.
+DATA_SIZE_STEPS, DATA_SIZE_ROUNDS = 625, 25
+DATA_SIZES = (250, 500, 1000, 2000, 4000, 8000)
 
 BUDGETS = {
     "chapter": Budget(
@@ -90,6 +147,11 @@ BUDGETS = {
         "segmentation", "chapter 05's run: per-pixel classes, a small encoder-decoder (attn_course.segmentation)",
         epochs=3, n_train=2000, n_test=1000, batch_size=64,
     ),
+    **{f"data-{n}": Budget(
+        f"data-{n}", f"{n} training images, {DATA_SIZE_STEPS} steps of 64 whatever the size "
+        f"({DATA_SIZE_STEPS * 64 / n:.3g} passes over the images): the data-size grid",
+        epochs=DATA_SIZE_ROUNDS, n_train=n, n_test=1000, batch_size=64, steps=DATA_SIZE_STEPS,
+    ) for n in DATA_SIZES},
 }
 
 # The mechanisms on the course's small ResNet (3 stages of 16, 32 and 64 channels at 32, 16 and
@@ -148,6 +210,9 @@ SEGMENTATION_HEADS = {
 MODELS = {**ZOO, **VARIANTS, **SEGMENTATION_HEADS}
 
 
+SHIFT_AND_DATA_MODELS = ("resnet", "se", "cbam", "coord")
+
+
 @dataclass(frozen=True)
 class Grid:
     """A named set of runs: every (setting, model, budget, seed) combination."""
@@ -184,6 +249,28 @@ GRIDS = {
         "the zoo's",
         models=("resnet", *VARIANTS), settings=("default", "headroom"), budgets=("chapter",),
         seeds=tuple(range(5)),
+    ),
+    # The challenges of issue 13, on the plain ResNet and one mechanism of each kind: SE (channel);
+    # CBAM (spatial: the best-known spatial attention, with parameters that can overfit, unlike
+    # GE-theta-minus, and a spatial gate the runner scores); coordinate attention (mixed: channel
+    # gates that vary along rows and columns, size-agnostic, and scored as a spatial gate too).
+    # No PSA: its maps are built for a fixed feature size, so it cannot take shift-canvas's images.
+    "data-size": Grid(
+        "data-size", "overfitting with little data: 250 to 8,000 training images (the training pool holds "
+        "1,258 digit glyphs, so beyond that the same digits recur on other canvases), the same "
+        f"{DATA_SIZE_STEPS} optimisation steps at every size; default setting",
+        models=SHIFT_AND_DATA_MODELS, settings=("default",), budgets=tuple(f"data-{n}" for n in DATA_SIZES),
+        seeds=tuple(range(5)),
+    ),
+    # Trained at the long budget (converged models: at the chapter budget the accuracies measure
+    # how fast a model starts, and a shift would be confounded with under-training); 20 trainings.
+    "shift": Grid(
+        "shift", "generalisation: trained once per model and seed on default (long budget), then tested "
+        "with the same weights on default and on more clutter, a larger canvas, larger fragments and "
+        "pixel noise (settings shift-*)",
+        models=SHIFT_AND_DATA_MODELS, settings=("default", "shift-clutter", "shift-canvas", "shift-fragment",
+                                                "shift-noise"),
+        budgets=("long",), seeds=tuple(range(5)),
     ),
 }
 
@@ -224,11 +311,16 @@ def definition(setting, model, budget):
     Every results row stores it. Change a definition here and the rows computed with the old one
     no longer match: :func:`attn_course.study.results.read_results` then refuses them by name, so
     a stale number can never be read as a current one. Descriptions and ``why`` texts do not count.
+    A test-only setting (``train_on``, the shift grid) adds the data of the setting it trains on.
     """
-    entry, budget_ = get_model(model), get_budget(budget)
-    what = {"data": get_setting(setting).data,
+    entry, budget_, setting_ = get_model(model), get_budget(budget), get_setting(setting)
+    # Fields added later count only when set, so that the rows made before they existed keep their hash.
+    what = {"data": setting_.data,
             "model": {"attention": entry.attention, "kwargs": entry.kwargs, "stages": entry.stages},
-            "budget": {k: v for k, v in asdict(budget_).items() if k not in ("name", "description")}}
+            "budget": {k: v for k, v in asdict(budget_).items()
+                       if k not in ("name", "description") and not (k == "steps" and v is None)}}
+    if setting_.train_on is not None:  # a test-only setting: the weights come from training on another
+        what["train_data"] = get_setting(setting_.train_on).data
     text = json.dumps(what, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
