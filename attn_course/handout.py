@@ -81,27 +81,11 @@ def plan_handouts(notebooks, out):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder: name a folder for the student copies.")
-    problems, plan, names = [], [], {}
-    sources = {Path(path).resolve() for path in notebooks}
-    for path in map(Path, notebooks):
-        if path.suffix != ".ipynb" or not path.is_file():
-            problems.append(f"{path} is not a notebook file (.ipynb).")
-            continue
-        if path.name in names:
-            problems.append(f"{names[path.name]} and {path} have the same file name, so both copies would be "
-                            f"written to {out / path.name}: make one hand-out folder per input folder.")
-            continue
-        names[path.name] = path
-        target = out / path.name
-        if target.resolve() in sources:
-            problems.append(f"the student copy of {path} would overwrite {target}, one of the inputs, and its "
-                            f"solutions would be lost: choose another --out folder, such as handouts/.")
-            continue
-        try:
-            notebook = nbformat.read(path, as_version=4)
-        except Exception as error:  # any reading or JSON error: report it with the others
-            problems.append(f"{path} could not be read as a notebook: {error}")
-            continue
+    problems, plan = [], []
+    for path, target, notebook in _inputs(
+            notebooks, out, problems, "both copies", "make one hand-out folder per input folder",
+            "the student copy of {path} would overwrite {target}, one of the inputs, and its solutions would be "
+            "lost: choose another --out folder, such as handouts/."):
         if target.is_file() and _holds_solutions(target):
             problems.append(f"{target} exists and holds solution cells: it is not a hand-out, so it is not "
                             f"overwritten. Choose another --out folder, or remove it yourself.")
@@ -110,6 +94,36 @@ def plan_handouts(notebooks, out):
     if problems:
         raise ValueError("nothing was written:\n  " + "\n  ".join(problems))
     return plan
+
+
+def _inputs(notebooks, folder, problems, both, one_folder_each, overwrites):
+    """Yield ``(source, target in folder, notebook)`` for every input that can be written to ``folder``.
+
+    The checks both tools share: a notebook file, no two inputs of one file name, a target that is not
+    an input, a readable notebook. Each failure is appended to ``problems`` (``both``,
+    ``one_folder_each`` and ``overwrites``, with ``{path}`` and ``{target}``, word the messages) and
+    that input is skipped.
+    """
+    names, sources = {}, {Path(path).resolve() for path in notebooks}
+    for path in map(Path, notebooks):
+        if path.suffix != ".ipynb" or not path.is_file():
+            problems.append(f"{path} is not a notebook file (.ipynb).")
+            continue
+        if path.name in names:
+            problems.append(f"{names[path.name]} and {path} have the same file name, so {both} would be "
+                            f"written to {folder / path.name}: {one_folder_each}.")
+            continue
+        names[path.name] = path
+        target = folder / path.name
+        if target.resolve() in sources:
+            problems.append(overwrites.format(path=path, target=target))
+            continue
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except Exception as error:  # any reading or JSON error: report it with the others
+            problems.append(f"{path} could not be read as a notebook: {error}")
+            continue
+        yield path, target, notebook
 
 
 def _holds_solutions(path):
@@ -147,7 +161,7 @@ def plan_answers(notebooks, answers, out=None):
     answers = Path(answers)
     if answers.exists() and not answers.is_dir():
         raise ValueError(f"--answers {answers} is a file, not a folder: name a folder for the answer key.")
-    problems, plan, names = [], [], {}
+    problems, plan = [], []
     if out is not None and Path(out).resolve() == answers.resolve():
         problems.append(f"--answers and --out are the same folder ({answers}): the answer key must not sit "
                         f"beside the student copies. Choose another folder, such as answers/.")
@@ -157,26 +171,10 @@ def plan_answers(notebooks, answers, out=None):
         if copies:
             problems.append(f"{answers} holds student copies ({', '.join(copies)}): the answer key must not sit "
                             f"beside them. Choose another folder for --answers.")
-    sources = {Path(path).resolve() for path in notebooks}
-    for path in map(Path, notebooks):
-        if path.suffix != ".ipynb" or not path.is_file():
-            problems.append(f"{path} is not a notebook file (.ipynb).")
-            continue
-        if path.name in names:
-            problems.append(f"{names[path.name]} and {path} have the same file name, so both keys would be "
-                            f"written to {answers / path.name}: make one answer-key folder per input folder.")
-            continue
-        names[path.name] = path
-        target = answers / path.name
-        if target.resolve() in sources:
-            problems.append(f"the answer key of {path} would overwrite {target}, one of the inputs: choose "
-                            f"another --answers folder, such as answers/.")
-            continue
-        try:
-            notebook = nbformat.read(path, as_version=4)
-        except Exception as error:
-            problems.append(f"{path} could not be read as a notebook: {error}")
-            continue
+    for path, target, notebook in _inputs(
+            notebooks, answers, problems, "both keys", "make one answer-key folder per input folder",
+            "the answer key of {path} would overwrite {target}, one of the inputs: choose another --answers "
+            "folder, such as answers/."):
         if is_student_copy(notebook):
             problems.append(f"{path} is a student copy (its solutions were removed): make the key from the "
                             f"chapter itself.")
