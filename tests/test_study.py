@@ -162,7 +162,7 @@ def test_report_text_names_models_and_intervals():
 def _row(**changes):
     row = {c: "x" for c in COLUMNS if c != "definition"}
     row.update(grid="g", setting="default", mechanism="resnet", budget="chapter", seed=0, test_accuracy=0.5,
-               test_miou=float("nan"),
+               test_miou=float("nan"), test_dice=float("nan"), test_ap50=float("nan"), test_ap=float("nan"),
                final_train_loss=1.0, test_accuracy_curve=[0.4, 0.5], train_loss_curve=[2.0, 1.0], train_seconds=1.0,
                params=10, mflops=1.0, gate_pointing_game=float("nan"), gate_energy_in_box=float("nan"),
                gradcam_pointing_game=0.9, gradcam_energy_in_box=0.5, threads=2, dirty=False)
@@ -219,7 +219,7 @@ def test_results_round_trip(tmp_path):
 
 @pytest.mark.parametrize("damage, match", [
     (lambda text: text[:-5], r"last line is cut short"),
-    (lambda text: text.replace("default", "default,extra", 1), r"line 2: 26 fields, expected 25"),
+    (lambda text: text.replace("default", "default,extra", 1), r"line 2: 29 fields, expected 28"),
     (lambda text: "a,b\n" + text.split("\n", 1)[1], r"the header is"),
     (lambda text: "", r"the file is empty"),
     (lambda text: text + text.split("\n", 1)[1], r"appears twice"),

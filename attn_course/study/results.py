@@ -16,17 +16,20 @@ from .settings import UnknownNameError, definition
 # The columns of every results file, in order. ``*_curve`` columns hold one value per epoch,
 # separated by spaces. Scores of the gates are empty for models without spatial gates. For the
 # segmentation grid, ``test_accuracy`` is the pixel accuracy and ``test_miou`` the mean IoU
-# (empty for classification); Grad-CAM columns are empty there.
+# (empty for classification); Grad-CAM columns are empty there. ``test_dice`` (the attention-gates
+# grid) and ``test_ap50`` / ``test_ap`` (the detection grid, whose ``test_miou`` is the mean box
+# IoU and ``test_accuracy`` the class accuracy) are empty for the other grids.
 COLUMNS = (
     "grid", "setting", "mechanism", "budget", "seed", "definition",
-    "test_accuracy", "test_miou", "final_train_loss", "test_accuracy_curve", "train_loss_curve",
+    "test_accuracy", "test_miou", "test_dice", "test_ap50", "test_ap", "final_train_loss", "test_accuracy_curve", "train_loss_curve",
     "train_seconds", "params", "mflops",
     "gate_pointing_game", "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box",
     "torch", "device", "cpu", "threads", "commit", "dirty", "finished_utc",
 )
 KEY = ("setting", "mechanism", "budget", "seed")
 INTEGER_COLUMNS = ("seed", "params", "threads")
-FLOAT_COLUMNS = ("test_accuracy", "test_miou", "final_train_loss", "train_seconds", "mflops", "gate_pointing_game",
+FLOAT_COLUMNS = ("test_accuracy", "test_miou", "test_dice", "test_ap50", "test_ap", "final_train_loss", "train_seconds",
+                 "mflops", "gate_pointing_game",
                  "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box")
 
 

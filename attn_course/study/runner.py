@@ -208,6 +208,7 @@ def _row(grid, setting, model, budget, seed, net, curve, history, test_loader, d
     row = {"grid": grid, "setting": setting, "mechanism": model, "budget": budget, "seed": seed,
            "definition": definition(setting, model, budget),
            "test_accuracy": curve[-1] if curve else float("nan"), "test_miou": float("nan"),
+           "test_dice": float("nan"), "test_ap50": float("nan"), "test_ap": float("nan"),
            "final_train_loss": history.train_loss[-1],
            "test_accuracy_curve": curve, "train_loss_curve": history.train_loss,
            "train_seconds": history.seconds, "params": count_parameters(net),
