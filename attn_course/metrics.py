@@ -9,6 +9,7 @@ as in Wang et al., "Score-CAM", CVPR-W 2020, https://arxiv.org/abs/1910.01279.
 import numbers
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -153,3 +154,121 @@ def iou_per_class(pred, target, num_classes):
 def mean_iou(pred, target, num_classes):
     """Mean IoU over the classes present in ``pred`` or ``target`` (segmentation's mIoU)."""
     return iou_per_class(pred, target, num_classes).nanmean().item()
+
+
+# Boxes: the detector's scores (chapter 11). COCO's detection metric is Lin et al., "Microsoft COCO:
+# Common Objects in Context", ECCV 2014, https://arxiv.org/abs/1405.0312; its reference code is
+# pycocotools (cocodataset/cocoapi, PythonAPI/pycocotools/cocoeval.py), whose rules the functions
+# below follow: a hit needs IoU >= the threshold; precision is interpolated at 101 recall levels;
+# AP is averaged over the classes that have ground truth; "AP" is the mean over IoU 0.5:0.05:0.95.
+
+COCO_IOU_THRESHOLDS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))  # as cocoeval's iouThrs
+COCO_RECALL_LEVELS = 101  # cocoeval's recThrs: 0, 0.01, ..., 1
+
+
+def box_iou(boxes1, boxes2):
+    """Intersection over union of matched boxes: box i of ``boxes1`` with box i of ``boxes2``, (N,).
+
+    Boxes are (N, 4) = ``(x0, y0, x1, y1)`` in pixels, end exclusive (the data set's convention), so
+    a box's area is ``(x1 - x0) * (y1 - y0)``, as in ``torchvision.ops.box_iou``; that function
+    compares every box with every other (N, M), and its diagonal is this. Two boxes of area 0
+    have IoU 0. Boxes with x1 < x0 or y1 < y0 raise a ValueError.
+    """
+    _check_boxes(boxes1)
+    _check_boxes(boxes2, boxes1.shape[0])
+    boxes1, boxes2 = boxes1.double(), boxes2.double()
+    width = (torch.minimum(boxes1[:, 2], boxes2[:, 2]) - torch.maximum(boxes1[:, 0], boxes2[:, 0])).clamp(min=0)
+    height = (torch.minimum(boxes1[:, 3], boxes2[:, 3]) - torch.maximum(boxes1[:, 1], boxes2[:, 1])).clamp(min=0)
+    intersection = width * height
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    union = area(boxes1) + area(boxes2) - intersection
+    return torch.where(union > 0, intersection / union.clamp(min=1e-12), torch.zeros_like(union)).float()
+
+
+def average_precision(scores, hits, num_objects):
+    """COCO's average precision of one class: a ranked list of detections against ``num_objects`` objects.
+
+    Args:
+        scores: (D,) confidence of each detection; the list is ranked by it, highest first (ties
+            keep their order, as cocoeval's stable sort).
+        hits: (D,) bool, whether each detection is a true positive (matches an object not matched
+            before).
+        num_objects: the number of ground-truth objects, >= 1 (and >= the number of hits).
+
+    After the k best detections, recall is hits / num_objects and precision is hits / k. The
+    precision at recall level r is the highest precision at any recall >= r (the curve's upper
+    envelope), and 0 if recall r is never reached; AP is its mean over the 101 levels
+    0, 0.01, ..., 1. No detections give 0.
+    """
+    if not isinstance(scores, torch.Tensor) or not isinstance(hits, torch.Tensor) or scores.dim() != 1 \
+            or hits.shape != scores.shape:
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (scores, hits)]
+        raise ValueError(f"average_precision expects scores (D,) and hits (D,), one per detection; got {shapes[0]} "
+                         f"and {shapes[1]}.")
+    if isinstance(num_objects, bool) or not isinstance(num_objects, numbers.Integral) or num_objects < 1:
+        raise ValueError(f"num_objects must be an int >= 1 (AP is undefined for a class with no objects), "
+                         f"got {num_objects!r}.")
+    hits = hits.bool()
+    if hits.sum() > num_objects:
+        raise ValueError(f"{int(hits.sum())} hits for {num_objects} objects: an object can be matched once only.")
+    if scores.is_floating_point() and not scores.isfinite().all():
+        raise ValueError("scores must be finite numbers: rank NaN or infinite confidences how?")
+    if len(scores) == 0:
+        return 0.0
+    order = torch.argsort(-scores.double(), stable=True)
+    true_positives = hits[order].double().cumsum(0)
+    recall = (true_positives / num_objects).numpy()
+    precision = true_positives / torch.arange(1, len(order) + 1, dtype=torch.float64)
+    envelope = precision.flip(0).cummax(0).values.flip(0).numpy()  # best precision at this recall or beyond
+    levels = np.linspace(0, 1, COCO_RECALL_LEVELS)
+    first = np.searchsorted(recall, levels, side="left")  # the first detection reaching each level
+    reached = first < len(recall)
+    return float(np.where(reached, envelope[np.minimum(first, len(recall) - 1)], 0.0).mean())
+
+
+def _check_detections(pred_boxes, pred_labels, scores, true_boxes, true_labels):
+    n = pred_boxes.shape[0] if isinstance(pred_boxes, torch.Tensor) and pred_boxes.dim() == 2 else None
+    _check_boxes(pred_boxes)
+    _check_boxes(true_boxes, n)
+    for name, values in (("pred_labels", pred_labels), ("scores", scores), ("true_labels", true_labels)):
+        if not isinstance(values, torch.Tensor) or values.shape != (n,):
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise ValueError(f"{name} must be ({n},), one per image as the boxes, got {shape}.")
+    if n == 0:
+        raise ValueError("no images to score: the detections are empty.")
+
+
+def box_ap(pred_boxes, pred_labels, scores, true_boxes, true_labels, iou_threshold=0.5):
+    """COCO's AP at one IoU threshold, for images that hold one object and get one detection each.
+
+    Image i holds the object ``(true_labels[i], true_boxes[i])`` and gets the detection
+    ``(pred_labels[i], pred_boxes[i])`` with confidence ``scores[i]``. The detection is a hit when
+    it names the right class and its :func:`box_iou` with the object is >= ``iou_threshold``.
+    As cocoeval does, each class is scored on its own (the detections that name it, against the
+    objects of that class: a wrong class is a false positive of the class named and a miss of
+    the true one), and the :func:`average_precision` of the classes with objects are averaged.
+
+    Args:
+        pred_boxes, true_boxes: (N, 4) boxes ``(x0, y0, x1, y1)``.
+        pred_labels, true_labels: (N,) classes.
+        scores: (N,) confidences.
+        iou_threshold: a number in (0, 1].
+    """
+    _check_detections(pred_boxes, pred_labels, scores, true_boxes, true_labels)
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be a number in (0, 1], got {iou_threshold!r}.")
+    hits = (pred_labels == true_labels) & (box_iou(pred_boxes, true_boxes) >= iou_threshold)
+    per_class = []
+    for label in true_labels.unique().tolist():
+        named = pred_labels == label
+        per_class.append(average_precision(scores[named], hits[named], int((true_labels == label).sum())))
+    return float(np.mean(per_class))
+
+
+def box_ap_coco(pred_boxes, pred_labels, scores, true_boxes, true_labels):
+    """COCO's headline "AP": :func:`box_ap` averaged over the IoU thresholds 0.5, 0.55, ..., 0.95.
+
+    A detection must then not only overlap its object but fit it tightly to score fully.
+    """
+    return float(np.mean([box_ap(pred_boxes, pred_labels, scores, true_boxes, true_labels, t)
+                          for t in COCO_IOU_THRESHOLDS]))

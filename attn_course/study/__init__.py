@@ -9,7 +9,7 @@ The command line is ``python -m attn_course.study --help``. The committed result
 package (``attn_course.results``), so a chapter opened in Colab reads the same numbers.
 """
 
-from .plots import plot_paired_differences
+from .plots import label_points, plot_accuracy_cost, plot_by_training_size, plot_effects, plot_paired_differences
 from .report import MIN_SEEDS, format_report, mean_interval, paired_differences, summarise
 from .results import COLUMNS, ResultsFileError, packaged_results, read_results, results_path
 from .runner import build_model, distinct_training_glyphs, run_grid, run_one, run_shift
@@ -33,7 +33,16 @@ from .settings import (
     get_setting,
     missing_from_zoo,
 )
-from .tables import describe_effect, effect_table, study_verdict
+from .tables import (
+    change_from_setting,
+    comparison_table,
+    describe_effect,
+    describe_verdicts,
+    effect_table,
+    pareto_front,
+    study_verdict,
+    verdicts,
+)
 
 
 def load_results(grid, missing_ok=False):
@@ -54,4 +63,6 @@ __all__ = ["SEGMENTATION_HEADS", "BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARI
            "distinct_training_glyphs", "read_results",
            "results_path",
            "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report",
-           "effect_table", "describe_effect", "study_verdict", "plot_paired_differences"]
+           "effect_table", "describe_effect", "study_verdict", "plot_paired_differences",
+           "comparison_table", "pareto_front", "change_from_setting", "verdicts", "describe_verdicts",
+           "plot_effects", "plot_by_training_size", "plot_accuracy_cost", "label_points"]

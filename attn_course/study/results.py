@@ -21,7 +21,8 @@ from .settings import UnknownNameError, definition
 # IoU and ``test_accuracy`` the class accuracy) are empty for the other grids.
 COLUMNS = (
     "grid", "setting", "mechanism", "budget", "seed", "definition",
-    "test_accuracy", "test_miou", "test_dice", "test_ap50", "test_ap", "final_train_loss", "test_accuracy_curve", "train_loss_curve",
+    "test_accuracy", "test_miou", "test_dice", "test_ap50", "test_ap", "final_train_loss",
+    "test_accuracy_curve", "train_loss_curve",
     "train_seconds", "params", "mflops",
     "gate_pointing_game", "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box",
     "torch", "device", "cpu", "threads", "commit", "dirty", "finished_utc",

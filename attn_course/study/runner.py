@@ -13,11 +13,13 @@ from tqdm.auto import tqdm
 
 from ..bench import count_flops, count_parameters
 from ..data import make_cluttered_digits, make_loaders
+from ..detection import Detector, detection_loss, detection_scores, make_detection_loaders
 from ..explain import grad_cam
 from ..metrics import energy_in_box, pointing_game, resize_maps
 from ..models import AttentionRecorder, ResNet, eval_mode
 from ..segmentation import SegmentationNet, conv_head, make_segmentation_loaders, segmentation_scores
 from ..train import evaluate, fit, get_device, set_seed
+from ..unet import UNet
 from .results import KEY, append_result, append_results, read_results, results_path
 from .settings import SEGMENTATION_HEADS, UnknownNameError, definition, get_budget, get_grid, get_model, get_setting
 
@@ -52,9 +54,15 @@ def _training_loader(train_loader, budget_):
 
 
 def build_model(name):
-    """The study's model ``name``, freshly initialised: the small ResNet of a zoo row or variant, or
-    the segmentation network of a head of :data:`~attn_course.study.settings.SEGMENTATION_HEADS`."""
+    """The study's model ``name``, freshly initialised: the small ResNet of a zoo row or variant, the
+    segmentation network of a head of :data:`~attn_course.study.settings.SEGMENTATION_HEADS`, the
+    detector of :data:`~attn_course.study.settings.DETECTORS` or the U-Net of
+    :data:`~attn_course.study.settings.UNETS`."""
     entry = get_model(name)
+    if entry.task == "detect":
+        return Detector(**entry.model_kwargs())
+    if entry.task == "unet":
+        return UNet(gates=entry.attention is not None, **entry.kwargs)
     if name in SEGMENTATION_HEADS:
         if entry.attention == "conv":
             return SegmentationNet(attention=conv_head)
@@ -138,11 +146,13 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
     reproducible: on one machine, bit for bit.
     """
     setting_, budget_ = get_setting(setting), get_budget(budget)
-    get_model(model)  # validate the name before any work
+    entry = get_model(model)  # validate the name before any work
     if setting_.train_on is not None:  # a test-only setting (the shift grid): train on its training setting
         return run_shift([setting], model, budget, seed, grid=grid, device=device, progress=progress)[0]
-    segmentation = model in SEGMENTATION_HEADS
     device = torch.device(device) if device is not None else get_device()
+    if entry.task == "detect":
+        return _run_detection(grid, setting, model, budget, seed, device, progress)
+    segmentation = model in SEGMENTATION_HEADS or entry.task == "unet"
     loaders = make_segmentation_loaders if segmentation else make_loaders
     train_loader, test_loader = loaders(seed=seed, **budget_.loader_kwargs(), **setting_.data)
     set_seed(seed)
@@ -150,6 +160,22 @@ def run_one(setting, model, budget, seed, grid="", device=None, progress=False):
     history = fit(net, _training_loader(train_loader, budget_), test_loader, epochs=budget_.epochs, lr=budget_.lr,
                   device=device, progress=progress, desc=f"{model} {setting} {budget} seed {seed}")
     return _row(grid, setting, model, budget, seed, net, history.test_accuracy, history, test_loader, device)
+
+
+def _run_detection(grid, setting, model, budget, seed, device, progress):
+    """:func:`run_one` for a detector: its own loaders and loss; every epoch scored by
+    :func:`~attn_course.detection.detection_scores` (the test curve holds the class accuracy)."""
+    setting_, budget_ = get_setting(setting), get_budget(budget)
+    train_loader, test_loader = make_detection_loaders(seed=seed, **budget_.loader_kwargs(), **setting_.data)
+    set_seed(seed)
+    net = build_model(model)
+    scores = []
+    history = fit(net, _training_loader(train_loader, budget_), None, epochs=budget_.epochs, lr=budget_.lr,
+                  device=device, loss_fn=detection_loss, progress=progress,
+                  desc=f"{model} {setting} {budget} seed {seed}",
+                  on_epoch_end=lambda epoch, model_: scores.append(detection_scores(model_, test_loader, device)))
+    return _row(grid, setting, model, budget, seed, net, [s["accuracy"] for s in scores], history, test_loader, device,
+                detection=scores[-1])
 
 
 def run_shift(settings, model, budget, seed, grid="", device=None, progress=False):
@@ -169,8 +195,8 @@ def run_shift(settings, model, budget, seed, grid="", device=None, progress=Fals
     if len(trained_on) != 1:
         raise ValueError(f"run_shift: the settings {', '.join(settings)} train on different settings "
                          f"({', '.join(sorted(trained_on))}); give settings that share one.")
-    if model in SEGMENTATION_HEADS:
-        raise ValueError(f"run_shift: {model!r} is a segmentation head; the shift grid tests classifiers.")
+    if model in SEGMENTATION_HEADS or get_model(model).task is not None:
+        raise ValueError(f"run_shift: {model!r} is not a classifier; the shift grid tests classifiers.")
     train_setting = get_setting(trained_on.pop())
     device = torch.device(device) if device is not None else get_device()
     train_loader, _ = make_loaders(seed=seed, **budget_.loader_kwargs(), **train_setting.data)  # as run_one
@@ -201,9 +227,11 @@ def run_shift(settings, model, budget, seed, grid="", device=None, progress=Fals
             for name, loader in test_loaders.items()]
 
 
-def _row(grid, setting, model, budget, seed, net, curve, history, test_loader, device):
-    """The results row of a trained ``net`` scored on ``test_loader`` (its test curve: ``curve``)."""
-    segmentation = model in SEGMENTATION_HEADS
+def _row(grid, setting, model, budget, seed, net, curve, history, test_loader, device, detection=None):
+    """The results row of a trained ``net`` scored on ``test_loader`` (its test curve: ``curve``);
+    ``detection``: a detector's final :func:`~attn_course.detection.detection_scores`."""
+    task = get_model(model).task
+    segmentation = model in SEGMENTATION_HEADS or task == "unet"
     images = test_loader.dataset.tensors[0] if segmentation else test_loader.dataset.images
     row = {"grid": grid, "setting": setting, "mechanism": model, "budget": budget, "seed": seed,
            "definition": definition(setting, model, budget),
@@ -216,7 +244,16 @@ def _row(grid, setting, model, budget, seed, net, curve, history, test_loader, d
            "gate_pointing_game": float("nan"), "gate_energy_in_box": float("nan"),
            "gradcam_pointing_game": float("nan"), "gradcam_energy_in_box": float("nan")}
     if segmentation:
-        row["test_miou"] = segmentation_scores(net, test_loader, device=device)["mIoU"]
+        scores = segmentation_scores(net, test_loader, device=device, dice=task == "unet")
+        row["test_miou"] = scores["mIoU"]
+        row["test_dice"] = scores.get("dice", float("nan"))
+    elif detection is not None:
+        row.update(test_miou=detection["mean_iou"], test_ap50=detection["ap50"], test_ap=detection["ap"])
+        test = test_loader.dataset
+        gates = spatial_gate_maps(net, test.images, device)  # the backbone's gates, as for a classifier
+        if gates is not None:
+            row["gate_pointing_game"] = pointing_game(gates, test.boxes)
+            row["gate_energy_in_box"] = energy_in_box(gates, test.boxes)
     else:
         test = test_loader.dataset
         gates = spatial_gate_maps(net, test.images, device)

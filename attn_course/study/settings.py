@@ -78,6 +78,7 @@ class ZooEntry:
     kwargs: dict = field(default_factory=dict)
     stages: tuple | None = None
     why: str = ""
+    task: str | None = None  # None: classify (or chapter 05's heads); "detect": chapter 11; "unet": chapter 12
 
     def model_kwargs(self, with_stages=True):
         """Keyword arguments of :class:`attn_course.models.ResNet` for this entry (``stages`` left out
@@ -152,6 +153,17 @@ BUDGETS = {
         f"({DATA_SIZE_STEPS * 64 / n:.3g} passes over the images): the data-size grid",
         epochs=DATA_SIZE_ROUNDS, n_train=n, n_test=1000, batch_size=64, steps=DATA_SIZE_STEPS,
     ) for n in DATA_SIZES},
+    "detection": Budget(
+        "detection", "chapter 11's run: one class and one box per image, the small ResNet with a centre-and-box "
+        "head (attn_course.detection)",
+        epochs=3, n_train=2000, n_test=1000, batch_size=64,
+    ),
+    "unet": Budget(
+        "unet", "chapter 12's run: per-pixel classes, a small U-Net with or without attention gates "
+        "(attn_course.unet); peak learning rate 1e-2, since at 3e-3 the U-Net still predicts background "
+        "almost everywhere after 3 epochs",
+        epochs=3, n_train=2000, n_test=1000, batch_size=64, lr=1e-2,
+    ),
 }
 
 # The mechanisms on the course's small ResNet (3 stages of 16, 32 and 64 channels at 32, 16 and
@@ -207,7 +219,23 @@ SEGMENTATION_HEADS = {
     "seg-conv": ZooEntry("conv", why="a residual block of two 3x3 convolutions: the same place, local context only"),
 }
 
-MODELS = {**ZOO, **VARIANTS, **SEGMENTATION_HEADS}
+# Chapter 11's detector (attn_course.detection.Detector): no attention, a channel one, and the two
+# spatial ones whose gates the runner can score, each with the zoo's arguments and in every stage.
+DETECTORS = {
+    "det-none": ZooEntry(None, task="detect", why="the detector without attention"),
+    "det-se": ZooEntry("se", {"reduction": 4}, task="detect", why="SE as in the zoo"),
+    "det-cbam": ZooEntry("cbam", {"reduction": 4, "kernel_size": 7}, task="detect", why="CBAM as in the zoo"),
+    "det-coord": ZooEntry("coord", {"reduction": 32}, task="detect", why="coordinate attention as in the zoo"),
+}
+
+# Chapter 12's U-Net (attn_course.unet.UNet) without and with Attention U-Net's gates on its skips.
+UNETS = {
+    "unet": ZooEntry(None, task="unet", why="the U-Net without gates"),
+    "unet-gates": ZooEntry("attention_gate", task="unet",
+                           why="additive attention gates on every skip connection (attn_course.attention_gates)"),
+}
+
+MODELS = {**ZOO, **VARIANTS, **SEGMENTATION_HEADS, **DETECTORS, **UNETS}
 
 
 SHIFT_AND_DATA_MODELS = ("resnet", "se", "cbam", "coord")
@@ -261,6 +289,15 @@ GRIDS = {
         f"{DATA_SIZE_STEPS} optimisation steps at every size; default setting",
         models=SHIFT_AND_DATA_MODELS, settings=("default",), budgets=tuple(f"data-{n}" for n in DATA_SIZES),
         seeds=tuple(range(5)),
+    ),
+    "detection": Grid(
+        "detection", "chapter 11: the detector without attention, with SE, with CBAM and with coordinate "
+        "attention; both settings",
+        models=tuple(DETECTORS), settings=("default", "headroom"), budgets=("detection",), seeds=tuple(range(5)),
+    ),
+    "attention-gates": Grid(
+        "attention-gates", "chapter 12: the U-Net without and with attention gates; both settings",
+        models=tuple(UNETS), settings=("default", "headroom"), budgets=("unet",), seeds=tuple(range(5)),
     ),
     # Trained at the long budget (converged models: at the chapter budget the accuracies measure
     # how fast a model starts, and a shift would be confounded with under-training); 20 trainings.
@@ -316,7 +353,8 @@ def definition(setting, model, budget):
     entry, budget_, setting_ = get_model(model), get_budget(budget), get_setting(setting)
     # Fields added later count only when set, so that the rows made before they existed keep their hash.
     what = {"data": setting_.data,
-            "model": {"attention": entry.attention, "kwargs": entry.kwargs, "stages": entry.stages},
+            "model": {"attention": entry.attention, "kwargs": entry.kwargs, "stages": entry.stages,
+                      **({"task": entry.task} if entry.task is not None else {})},
             "budget": {k: v for k, v in asdict(budget_).items()
                        if k not in ("name", "description") and not (k == "steps" and v is None)}}
     if setting_.train_on is not None:  # a test-only setting: the weights come from training on another

@@ -125,3 +125,137 @@ def study_verdict(rows, mechanism, name=None, baseline="resnet", metric="test_ac
         parts.append(f"The study finds no measurable difference in {_where(found['no measurable difference'])}: "
                      f"the interval straddles zero, so any effect there is smaller than its half-width.")
     return " ".join(parts)
+
+
+# --- many models side by side (chapter 13, the zoo) -------------------------------------------------
+
+
+def _size_key(name):
+    """Budgets such as ``data-250``, ``data-8000`` by their number, so that 250 comes before 1000."""
+    prefix, _, number = name.rpartition("-")
+    return (prefix, int(number)) if number.isdigit() else (name, -1)
+
+
+def _columns(rows):
+    """The (setting, budget) pairs present in ``rows``: study order first, others by name (budgets by size)."""
+    settings = _present(rows, "setting", SETTING_ORDER)
+    budgets = [b for b in BUDGET_ORDER if b in {r["budget"] for r in rows}]
+    budgets += sorted({r["budget"] for r in rows} - set(budgets), key=_size_key)
+    present = {(r["setting"], r["budget"]) for r in rows}
+    return [(s, b) for s in settings for b in budgets if (s, b) in present]
+
+
+def _interval(mean, low, high, scale, digits, signed=False):
+    sign = "+" if signed else ""
+    text = f"{scale * mean:{sign}.{digits}f} [{scale * low:{sign}.{digits}f}, {scale * high:{sign}.{digits}f}]"
+    return text.replace(f"+{0:.{digits}f}", f"{0:.{digits}f}").replace(f"-{0:.{digits}f}", f"{0:.{digits}f}")
+
+
+def comparison_table(rows, models, metric="test_accuracy", baseline="resnet", difference=False, scale=100.0,
+                     digits=1, labels=None):
+    """A Markdown table of many models: one line per model, one column per (setting, budget) in ``rows``.
+
+    Each cell is the mean of ``metric`` over seeds with its 95% interval, times ``scale`` (accuracy
+    in %), or, with ``difference=True``, the paired difference from ``baseline`` with its interval,
+    followed by "better" or "worse" where the interval excludes 0 (nothing where it straddles 0).
+    Fewer than :data:`~attn_course.study.report.MIN_SEEDS` seeds give the mean and n only; a model
+    with no row there reads "not run yet". ``labels`` maps model names to the names shown.
+    """
+    models = [models] if isinstance(models, str) else list(models)
+    labels = labels or {}
+    summaries, diffs = _lookup(rows, metric, baseline)
+    columns = _columns(rows)
+    one_setting = len({s for s, _ in columns}) == 1
+    one_budget = len({b for _, b in columns}) == 1
+    names = [b if one_setting else s if one_budget else f"{s}, {b}" for s, b in columns]
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(columns)]
+    for model in models:
+        cells = []
+        for setting, budget in columns:
+            if difference:
+                d = diffs.get((setting, budget, model))
+                if model == baseline:
+                    cells.append("(baseline)")
+                elif d is None:
+                    cells.append("not run yet")
+                elif d["n"] < MIN_SEEDS:
+                    cells.append(f"{scale * d['mean']:+.{digits}f} (n = {d['n']})")
+                else:
+                    verdict = {"better": " better", "worse": " worse"}.get(d["verdict"], "")
+                    cells.append(_interval(d["mean"], d["ci_low"], d["ci_high"], scale, digits, signed=True) + verdict)
+            else:
+                s = summaries.get((setting, budget, model))
+                if s is None:
+                    cells.append("not run yet")
+                elif s["n"] < MIN_SEEDS:
+                    cells.append(f"{scale * s['mean']:.{digits}f} (n = {s['n']})")
+                else:
+                    cells.append(_interval(s["mean"], s["ci_low"], s["ci_high"], scale, digits))
+        lines.append(f"| {labels.get(model, model)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pareto_front(points):
+    """The names of ``points`` (name -> (cost, score)) that no other point dominates, cheapest first.
+
+    A point dominates another when it costs no more and scores at least as much, and is strictly
+    better in one of the two. Points with a NaN are left out.
+    """
+    points = {name: (float(c), float(s)) for name, (c, s) in points.items() if c == c and s == s}
+    front = [name for name, (c, s) in points.items()
+             if not any(c2 <= c and s2 >= s and (c2 < c or s2 > s) for c2, s2 in points.values())]
+    return sorted(front, key=lambda name: (points[name][0], -points[name][1]))
+
+
+def change_from_setting(rows, reference="default", metric="test_accuracy"):
+    """Copies of ``rows`` whose ``metric`` is its change from the ``reference`` setting's row of the same
+    model, budget and seed (the ``shift`` grid: what each model loses on a shifted test set).
+
+    The reference setting's own rows, and rows without a reference row, are left out. Paired
+    differences of the result compare each model's change with the baseline's, seed by seed.
+    """
+    ref = {(r["mechanism"], r["budget"], r["seed"]): r[metric] for r in rows if r["setting"] == reference}
+    out = []
+    for row in rows:
+        key = (row["mechanism"], row["budget"], row["seed"])
+        if row["setting"] != reference and key in ref:
+            out.append({**row, metric: row[metric] - ref[key]})
+    return out
+
+
+def verdicts(rows, setting, budget, models=None, baseline="resnet", metric="test_accuracy"):
+    """``{"better": [...], "worse": [...], "no measurable difference": [...], "too few seeds": [...]}``:
+    the models (all in ``rows``, or ``models`` in their order) by the verdict of their paired difference."""
+    found = {d["mechanism"]: d["verdict"] for d in paired_differences(rows, metric, baseline)
+             if (d["setting"], d["budget"]) == (setting, budget)}
+    order = list(models) if models is not None else sorted(found)
+    out = {v: [] for v in ("better", "worse", "no measurable difference", "too few seeds")}
+    for model in order:
+        if model in found:
+            out[found[model]].append(model)
+    return out
+
+
+def describe_verdicts(rows, setting, budget, models=None, labels=None, baseline="resnet", metric="test_accuracy",
+                      what="mechanism"):
+    """One sentence counting the models better than, worse than or not measurably different from the baseline."""
+    labels = labels or {}
+    found = verdicts(rows, setting, budget, models, baseline, metric)
+    total = sum(len(v) for v in found.values())
+    where = f"In the {setting} setting at the {budget} budget"
+    if total == 0:
+        return f"{where}, the study has no paired runs yet."
+    label = "the plain ResNet" if baseline == "resnet" else labels.get(baseline, baseline)
+    parts = []
+    for verdict, text in (("better", f"better than {label}"), ("worse", f"worse than {label}"),
+                          ("no measurable difference", "no measurable difference"),
+                          ("too few seeds", "too few seeds to say")):
+        names = found[verdict]
+        if names:
+            verb = "shows" if verdict in ("no measurable difference", "too few seeds") else "is"
+            verb = verb if len(names) == 1 else {"is": "are", "shows": "show"}[verb]
+            if verdict == "too few seeds":
+                verb = "has" if len(names) == 1 else "have"
+            parts.append(f"{len(names)} {verb} {text} ({', '.join(labels.get(n, n) for n in names)})")
+    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{where}, of {total} {what}{'s' * (total != 1)}, {body}."
