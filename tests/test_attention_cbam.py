@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import attn_course.attention.cbam as cbam_module
 from attn_course.attention import ATTENTION, CBAM, ChannelAttention, SpatialAttention, create_attention
+from attn_course.attention.cbam import ORDERS
 
 
 def randomise(module, seed=0):
@@ -298,3 +300,51 @@ def test_switches_must_be_bools(kwargs, name):
         CBAM(16, **kwargs)
     with pytest.raises(TypeError, match="SpatialAttention: batch_norm must be True or False"):
         SpatialAttention(7, batch_norm="off")
+
+
+def _unfused(module, monkeypatch):
+    """The module's plain autograd path (the one no_grad inference takes), for comparison."""
+    monkeypatch.setattr(cbam_module, "_fused", lambda *args: False)
+    return module
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("shape", [(2, 8, 4, 4), (2, 6, 3, 5)])
+def test_hand_written_backward_passes_gradcheck(order, shape):
+    torch.manual_seed(0)
+    module = CBAM(shape[1], reduction=2, order=order).double()
+    x = torch.randn(shape, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(module, (x,))
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_training_path_equals_the_plain_autograd_path(order, monkeypatch):
+    torch.manual_seed(0)
+    module = CBAM(16, reduction=4, order=order)
+    x = torch.randn(4, 16, 8, 8, requires_grad=True)
+    fused = module(x)
+    g = torch.randn_like(fused)
+    grads = torch.autograd.grad(fused, [x, *module.parameters()], g)
+    plain = _unfused(module, monkeypatch)(x)
+    plain_grads = torch.autograd.grad(plain, [x, *module.parameters()], g)
+    assert torch.equal(fused, plain)  # the forward values are the same, bit for bit
+    for a, b in zip(grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # float32 sums in another order (gradcheck: exact)
+
+
+def test_the_graph_can_be_walked_twice_with_retain_graph():
+    module = CBAM(8, reduction=2)
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    y = module(x).square().sum()
+    first, = torch.autograd.grad(y, x, retain_graph=True)
+    second, = torch.autograd.grad(y, x)
+    assert torch.equal(first, second)
+
+
+def test_inference_without_gradients_takes_the_plain_path_with_the_same_values():
+    module = CBAM(8, reduction=2).eval()
+    x = torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        inferred = module(x)
+    assert inferred.grad_fn is None
+    assert torch.equal(inferred, module(x.requires_grad_()).detach())

@@ -342,13 +342,21 @@ def get_grid(name):
     return _lookup(GRIDS, name, "grid")
 
 
+# Changes to a mechanism's code that change the numbers its runs compute, although its definition
+# (arguments, data, budget) stays the same: each bump makes the rows computed before it stale.
+# cbam 1: CBAM's hand-written backward and channels-last spatial conv (same forward values, its
+# gradients summed in another order, so a training run ends elsewhere; rows recomputed 2026-11-26).
+CODE_REVISIONS = {"cbam": 1}
+
+
 def definition(setting, model, budget):
     """A short fingerprint of what a run computes: the setting's data, the model's entry and the budget.
 
     Every results row stores it. Change a definition here and the rows computed with the old one
     no longer match: :func:`attn_course.study.results.read_results` then refuses them by name, so
     a stale number can never be read as a current one. Descriptions and ``why`` texts do not count.
-    A test-only setting (``train_on``, the shift grid) adds the data of the setting it trains on.
+    A test-only setting (``train_on``, the shift grid) adds the data of the setting it trains on;
+    a mechanism in :data:`CODE_REVISIONS` adds its revision.
     """
     entry, budget_, setting_ = get_model(model), get_budget(budget), get_setting(setting)
     # Fields added later count only when set, so that the rows made before they existed keep their hash.
@@ -357,6 +365,8 @@ def definition(setting, model, budget):
                       **({"task": entry.task} if entry.task is not None else {})},
             "budget": {k: v for k, v in asdict(budget_).items()
                        if k not in ("name", "description") and not (k == "steps" and v is None)}}
+    if entry.attention in CODE_REVISIONS:
+        what["model"]["revision"] = CODE_REVISIONS[entry.attention]
     if setting_.train_on is not None:  # a test-only setting: the weights come from training on another
         what["train_data"] = get_setting(setting_.train_on).data
     text = json.dumps(what, sort_keys=True, default=list)
