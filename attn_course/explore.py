@@ -24,9 +24,12 @@ Example::
     explorer.widget()                                                      # live, in Jupyter
 """
 
+import base64
 import inspect
+import io
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def _choices(name, options):
@@ -112,18 +115,18 @@ class Explorer:
             fig.suptitle(title, fontsize=11)
         return fig
 
-    def widget(self):
-        """The live explorer: controls and the figure they redraw (needs ipywidgets and a Jupyter front end)."""
+    def widget(self, dpi=72):
+        """The live explorer: controls above the figure they redraw (needs ipywidgets and a Jupyter front end).
+
+        The figure is a PNG inside an HTML widget, redrawn whenever a control changes: no Output
+        widget, no ``clear_output`` and no binary buffers, so a notebook executed without a
+        front end (nbclient, nbval) stores the widget whole, and the book can reuse it.
+        """
         try:
             import ipywidgets
         except ImportError:
             raise ImportError("Explorer.widget needs ipywidgets: pip install ipywidgets (or use "
                               "Explorer.static for a fixed figure).") from None
-
-        def update(**values):
-            fig = plt.figure(figsize=self.figsize, layout="constrained")
-            self.draw(fig, **values)
-            plt.show()
 
         controls = {}
         for name, pairs in self.controls.items():
@@ -133,4 +136,17 @@ class Explorer:
                                                       description=name, continuous_update=False)
             else:
                 controls[name] = ipywidgets.Dropdown(options=pairs, value=pairs[0][1], description=name)
-        return ipywidgets.interactive(update, **controls)
+        picture = ipywidgets.HTML()
+
+        def redraw(change=None):
+            fig = Figure(figsize=self.figsize, layout="constrained")  # not pyplot: nothing is displayed twice
+            self.draw(fig, **{name: control.value for name, control in controls.items()})
+            png = io.BytesIO()
+            fig.savefig(png, format="png", dpi=dpi)
+            data = base64.b64encode(png.getvalue()).decode()
+            picture.value = f'<img src="data:image/png;base64,{data}" alt="the explorer\'s figure">'
+
+        for control in controls.values():
+            control.observe(redraw, names="value")
+        redraw()
+        return ipywidgets.VBox([ipywidgets.HBox(list(controls.values())), picture])

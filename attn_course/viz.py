@@ -127,3 +127,26 @@ def plot_bars(values, ax=None, ylabel=None, title=None, fmt="{:.3f}"):
         ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelrotation=20)
     return ax
+
+
+def overlay_row(fig, image, maps, titles=(), box=None, vmin=None, vmax=None, label=None, image_title=None):
+    """Draw ``image`` and each map of ``maps`` (a list of (h, w)) over it, in one row of ``fig``.
+
+    ``fig`` is a figure or a subfigure (an explorer's panel). All maps share one colour scale,
+    ``vmin`` to ``vmax`` (left out: the smallest and largest value over all maps), and one colour
+    bar titled ``label`` beside the last map. Returns the axes: the image first, then the maps.
+    """
+    arrays = [_numpy(m).astype(float) for m in maps]
+    if not arrays:
+        raise ValueError("overlay_row: give at least one map to draw over the image.")
+    finite = [a[np.isfinite(a)] for a in arrays]
+    values = np.concatenate(finite) if any(f.size for f in finite) else np.zeros(1)
+    vmin = float(values.min()) if vmin is None else vmin
+    vmax = float(values.max()) if vmax is None else vmax
+    titles = list(titles) + [None] * (len(arrays) - len(titles))
+    axes = fig.subplots(1, len(arrays) + 1, squeeze=False)[0]
+    show_image(image, axes[0], title=image_title, box=box)
+    for i, (ax, attention, title) in enumerate(zip(axes[1:], arrays, titles)):
+        overlay_attention(image, attention, ax, title=title, box=box, vmin=vmin, vmax=vmax,
+                          colorbar=i == len(arrays) - 1, label=label)
+    return axes

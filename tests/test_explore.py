@@ -73,12 +73,31 @@ def test_widget_builds_a_slider_for_ranges_and_a_dropdown_otherwise_and_redraws(
     ipywidgets = pytest.importorskip("ipywidgets")
     draw, calls = _recorder()
     widget = Explorer(draw, stage=[("first", 1), ("last", 3)], digit=range(0, 10, 2)).widget()
-    sliders = [c for c in widget.children if isinstance(c, ipywidgets.IntSlider)]
-    dropdowns = [c for c in widget.children if isinstance(c, ipywidgets.Dropdown)]
+    controls, picture = widget.children
+    sliders = [c for c in controls.children if isinstance(c, ipywidgets.IntSlider)]
+    dropdowns = [c for c in controls.children if isinstance(c, ipywidgets.Dropdown)]
     assert [(s.description, s.min, s.max, s.step) for s in sliders] == [("digit", 0, 8, 2)]
     assert [d.description for d in dropdowns] == ["stage"]
-    calls.clear()
+    assert calls == [(1, 0)] and picture.value.startswith('<img src="data:image/png;base64,')
+    first = picture.value
     sliders[0].value = 6
-    assert calls[-1] == (1, 6)
+    assert calls[-1] == (1, 6) and picture.value != first
     dropdowns[0].value = 3
     assert calls[-1] == (3, 6)
+
+
+def test_widget_needs_no_front_end():
+    """No Output widget, no clear_output, no binary buffers: nbval's executed copy can keep it."""
+    pytest.importorskip("ipywidgets")
+    draw, _ = _recorder()
+    widget = Explorer(draw, stage=[1, 2], digit=[0]).widget()
+    kinds = set()
+
+    def walk(w):
+        kinds.add(type(w).__name__)
+        for child in getattr(w, "children", ()):
+            walk(child)
+
+    walk(widget)
+    assert "Output" not in kinds and kinds <= {"VBox", "HBox", "Dropdown", "IntSlider", "HTML"}
+    assert isinstance(widget.children[1].value, str)

@@ -13,6 +13,7 @@ from attn_course.train import History  # noqa: E402
 from attn_course.viz import (  # noqa: E402
     draw_box,
     overlay_attention,
+    overlay_row,
     plot_bars,
     plot_channel_gates,
     plot_history,
@@ -165,4 +166,26 @@ def test_an_image_in_0_to_255_is_refused_not_shown_white():
     with pytest.raises(ValueError, match="divide a 0..255 image by 255 first"):
         show_image(np.full((8, 8), 200.0), ax=ax)
     show_image(np.full((8, 8), 1.0), ax=ax)
+    plt.close(fig)
+
+
+def test_overlay_row_shares_one_scale_and_one_colour_bar_in_a_subfigure():
+    fig = plt.figure()
+    panel = fig.subfigures(1, 2)[1]  # an explorer draws into a subfigure
+    maps = [torch.zeros(4, 4), torch.full((4, 4), 3.0)]
+    axes = overlay_row(panel, torch.rand(1, 8, 8), maps, titles=["a"], box=[1, 1, 5, 5], label="weight")
+    assert len(axes) == 3 and axes[0].get_title() == "" and axes[1].get_title() == "a"
+    assert [ax.images[-1].get_clim() for ax in axes[1:]] == [(0.0, 3.0), (0.0, 3.0)]  # one scale over all maps
+    colour_bars = [ax for ax in fig.axes if ax.get_ylabel() == "weight"]
+    assert len(colour_bars) == 1
+    assert len(axes[0].patches) == 1  # the box
+    plt.close(fig)
+
+
+def test_overlay_row_keeps_a_given_scale_and_needs_a_map():
+    fig = plt.figure()
+    axes = overlay_row(fig, torch.rand(8, 8), [torch.rand(2, 2)], vmin=0, vmax=1)
+    assert axes[1].images[-1].get_clim() == (0, 1)
+    with pytest.raises(ValueError, match="at least one map"):
+        overlay_row(fig, torch.rand(8, 8), [])
     plt.close(fig)
