@@ -21,6 +21,18 @@ from .models import BasicBlock, eval_mode, make_attention, model_device
 NUM_CLASSES = 11  # background (with clutter) + 10 digits
 
 
+def check_images(x, in_channels, step, name):
+    """Refuse anything but float images (B, ``in_channels``, H, W) with H and W divisible by ``step``,
+    with an error that says what was given and what ``name`` (the network) expects."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != in_channels or x.shape[2] % step or \
+            x.shape[3] % step:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} expects images (B, {in_channels}, H, W) with H and W divisible by {step}, "
+                         f"got {shape}.")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} expects floating-point images, got {x.dtype}: convert them with x.float().")
+
+
 class SegmentationNet(nn.Module):
     """A small encoder-decoder: context at stride 4, an optional attention there, detail at stride 2.
 
@@ -57,14 +69,7 @@ class SegmentationNet(nn.Module):
         self.classifier = nn.Conv2d(widths[2] + widths[1], num_classes, 1)
 
     def forward(self, x):
-        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] % 4 or x.shape[3] % 4:
-            raise ValueError(
-                f"SegmentationNet expects images (B, {self.in_channels}, H, W) with H and W divisible "
-                f"by 4, got {tuple(x.shape)}."
-            )
-        if not x.is_floating_point():
-            raise TypeError(f"SegmentationNet expects floating-point images, got {x.dtype}: convert them with "
-                            f"x.float().")
+        check_images(x, self.in_channels, 4, "SegmentationNet")
         detail = self.down1(self.stem(x))  # (B, C1, H/2, W/2)
         context = self.head(self.down2(detail))  # (B, C2, H/4, W/4)
         context = F.interpolate(context, size=detail.shape[-2:], mode="bilinear", align_corners=False)

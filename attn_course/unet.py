@@ -26,7 +26,7 @@ from torch import nn
 
 from .attention._validate import check_bool, is_int
 from .attention_gates import AttentionGate
-from .segmentation import NUM_CLASSES
+from .segmentation import NUM_CLASSES, check_images
 
 
 def conv_block(in_channels, out_channels):
@@ -81,13 +81,7 @@ class UNet(nn.Module):
 
     def forward(self, x):
         step = 2 ** (len(self.widths) - 1)
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels or \
-                x.shape[2] % step or x.shape[3] % step:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"UNet expects images (B, {self.in_channels}, H, W) with H and W divisible by {step}, "
-                             f"got {shape}.")
-        if not x.is_floating_point():
-            raise TypeError(f"UNet expects floating-point images, got {x.dtype}: convert them with x.float().")
+        check_images(x, self.in_channels, step, "UNet")
         skips = []
         for level, encoder in enumerate(self.encoders):
             x = encoder(x if level == 0 else F.max_pool2d(x, 2))  # (B, widths[level], H / 2^level, W / 2^level)
