@@ -249,17 +249,13 @@ def _row(grid, setting, model, budget, seed, net, curve, history, test_loader, d
         row["test_dice"] = scores.get("dice", float("nan"))
     elif detection is not None:
         row.update(test_miou=detection["mean_iou"], test_ap50=detection["ap50"], test_ap=detection["ap"])
-        test = test_loader.dataset
-        gates = spatial_gate_maps(net, test.images, device)  # the backbone's gates, as for a classifier
-        if gates is not None:
-            row["gate_pointing_game"] = pointing_game(gates, test.boxes)
-            row["gate_energy_in_box"] = energy_in_box(gates, test.boxes)
-    else:
+    if not segmentation:  # the deepest spatial gate against the boxes: a classifier's, or a detector's backbone's
         test = test_loader.dataset
         gates = spatial_gate_maps(net, test.images, device)
         if gates is not None:
             row["gate_pointing_game"] = pointing_game(gates, test.boxes)
             row["gate_energy_in_box"] = energy_in_box(gates, test.boxes)
+    if not segmentation and detection is None:  # Grad-CAM of the last stage: classifiers only
         cam = torch.cat([grad_cam(net, net.stages[-1], batch) for batch in test.images.split(512)])
         row["gradcam_pointing_game"] = pointing_game(cam, test.boxes)
         row["gradcam_energy_in_box"] = energy_in_box(cam, test.boxes)
