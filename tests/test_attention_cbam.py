@@ -348,3 +348,49 @@ def test_inference_without_gradients_takes_the_plain_path_with_the_same_values()
         inferred = module(x)
     assert inferred.grad_fn is None
     assert torch.equal(inferred, module(x.requires_grad_()).detach())
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 8, 8), (3, 5, 4, 7), (1, 64, 32, 32)])
+def test_index_of_maximum_gives_the_indices_of_max_and_adaptive_max_pool(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    b, c, h, w = shape
+    over_channels = cbam_module._index_of_maximum(x, x.amax(dim=1, keepdim=True), 1)
+    assert torch.equal(over_channels, x.max(dim=1).indices.view(b, h * w))
+    over_positions = cbam_module._index_of_maximum(x, x.amax(dim=(2, 3), keepdim=True), 2)
+    assert torch.equal(over_positions, F.adaptive_max_pool2d(x, 1, return_indices=True)[1].view(b, c))
+
+
+def test_index_of_maximum_hands_ties_and_nan_back_to_the_caller():
+    x = torch.randn(2, 4, 3, 3)
+    x[1, 2, 0, 0] = x[1, 3, 0, 0] = x[1].max() + 1  # a tie over the channels at one position
+    assert cbam_module._index_of_maximum(x, x.amax(dim=1, keepdim=True), 1) is None
+    assert cbam_module._index_of_maximum(x, x.amax(dim=(2, 3), keepdim=True), 2) is not None  # no tie there
+    x[0, 0, 1, 1] = float("nan")  # amax is NaN, which equals nothing
+    assert cbam_module._index_of_maximum(x, x.amax(dim=(2, 3), keepdim=True), 2) is None
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_indices_from_the_mask_give_the_same_gradients_bit_for_bit(order, monkeypatch):
+    # The fast path must not change a training run: the study's CBAM rows were computed with the
+    # indices of max and adaptive_max_pool2d, which the fallback below takes at every call.
+    torch.manual_seed(0)
+    module = CBAM(32, reduction=4, order=order)
+    x = torch.randn(8, 32, 16, 16, requires_grad=True)
+    g = torch.randn_like(x)
+    fast = torch.autograd.grad(module(x), [x, *module.parameters()], g)
+    monkeypatch.setattr(cbam_module, "_index_of_maximum", lambda *args: None)
+    indexed = torch.autograd.grad(module(x), [x, *module.parameters()], g)
+    for a, b in zip(fast, indexed):
+        assert torch.equal(a, b)
+
+
+def test_at_a_tie_the_training_path_routes_the_gradient_as_the_plain_path(monkeypatch):
+    torch.manual_seed(0)
+    module = CBAM(8, reduction=2)
+    x = torch.randn(2, 8, 4, 4).round().requires_grad_()  # many ties, over positions and channels
+    g = torch.randn_like(x)
+    grads = torch.autograd.grad(module(x), [x, *module.parameters()], g)
+    plain_grads = torch.autograd.grad(_unfused(module, monkeypatch)(x), [x, *module.parameters()], g)
+    for a, b in zip(grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

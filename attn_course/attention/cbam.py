@@ -20,19 +20,21 @@ Where the official code and the paper's text differ, we follow the code and say 
   running statistics lagging behind fast-changing weights, in the whole network, and the official
   settings did not remove it (chapter 04 shows the measurement).
 
-Speed, with the same forward values (tested bit for bit): the maxima are taken with
-``adaptive_max_pool2d`` and ``max(dim)`` rather than ``amax``, whose backward compares the input
-with the maximum again, where theirs scatters the gradient through saved indices. In training,
-each half runs through a hand-written backward (``_ChannelGating``, ``_SpatialGating``): autograd
-would write the maximum's gradient into a zero tensor and the mean's into another, then add both
-to ``grad * s``; here one ``addcmul`` gives ``grad * s + grad_mean / n`` and the maximum's gradient
-is scattered into it (gradcheck in double precision, and equality with the plain path, are
-tested). Without gradients (inference, ``torch.no_grad``) the plain code below runs. The spatial
-convolution runs on a channels-last copy of its two-channel input: the same forward values, and a
-backward about 3x faster in oneDNN on CPUs. At a tie (two positions share the maximum) the
-gradient goes to one of them instead of being split evenly as ``amax`` splits it; both are valid
-subgradients, and ties are rare in real-valued features. The hand-written backward supports one
-level of differentiation (no gradients of gradients).
+Speed, with the same forward values (tested bit for bit): in training, each half runs through a
+hand-written backward (``_ChannelGating``, ``_SpatialGating``). Autograd would write the maximum's
+gradient into a zero tensor and the mean's into another, then add both to ``grad * s``; here one
+``addcmul`` gives ``grad * s + grad_mean / n`` and the maximum's gradient is scattered into it at
+the maximum's position. The maxima themselves come from ``amax``, which is several times faster on
+CPUs than ``max(dim)`` or ``adaptive_max_pool2d`` with indices; the backward recovers the positions
+from the mask ``x == max`` (``_index_of_maximum``). The gradients are the same, bit for bit, as
+scattering through the indices of ``max(dim)`` and ``adaptive_max_pool2d``: at a tie (two positions
+share the maximum) the first position gets the whole gradient, as in the official code's
+``max_pool2d`` and ``torch.max``, where autograd's ``amax`` would split it evenly. Both are valid
+subgradients, and ties are rare in real-valued features (none in the course's trainings). Gradcheck
+in double precision, and equality with the plain path, are tested. Without gradients (inference,
+``torch.no_grad``) the plain code below runs. The spatial convolution runs on a channels-last copy
+of its two-channel input: the same forward values, and a backward about 3x faster in oneDNN on
+CPUs. The hand-written backward supports one level of differentiation (no gradients of gradients).
 """
 
 import torch
@@ -57,36 +59,66 @@ def _small_graph_grads(ctx, grad_s):
     return torch.autograd.grad(ctx.s, [*ctx.leaves, *ctx.params], grad_s, allow_unused=True, retain_graph=True)
 
 
+def _index_of_maximum(x, peak, dim):
+    """Where ``x`` (B, C, H, W) equals its maximum ``peak`` along ``dim`` (1: the channels; 2: the
+    H x W positions, flattened), as int64 indices: (B, H * W) for dim 1, (B, C) for dim 2.
+
+    ``amax`` finds the maxima without indices, several times faster on CPUs than ``max(dim)`` or
+    ``adaptive_max_pool2d`` with them. The backward then recovers the indices: the 0/1 mask
+    ``x == peak`` times a two-column matrix ``[1, position]`` counts each slice's hits and sums their
+    positions in one product (exact in floating point: small integers). Returns ``None`` when a slice
+    has no hit or several (a tie, or NaN): the caller then asks ``max`` for its first position, so the
+    indices, and the gradients, are always those of ``max(dim)`` and ``adaptive_max_pool2d``.
+    """
+    x, peak = x.flatten(2), peak.flatten(2)  # (B, C, H * W), and the maxima (B, 1, H * W) or (B, C, 1)
+    n = x.shape[dim]
+    dtype = torch.promote_types(x.dtype, torch.float32)  # positions up to 2^24 are exact
+    hit = torch.eq(x, peak, out=torch.empty(x.shape, dtype=dtype, device=x.device))
+    count_position = torch.stack([torch.ones(n, dtype=dtype, device=x.device),
+                                  torch.arange(n, dtype=dtype, device=x.device)])  # (2, n)
+    if dim == 1:
+        count, index = torch.matmul(count_position, hit).unbind(1)  # (B, 2, H * W) -> two (B, H * W)
+    else:
+        count, index = torch.matmul(hit, count_position.T).unbind(2)  # (B, C, 2) -> two (B, C)
+    if bool((count != 1).any()):
+        return None
+    return index.to(torch.int64)
+
+
 class _ChannelGating(torch.autograd.Function):
     """``x * gates(mean_hw(x), max_hw(x))`` with one backward pass over the big tensors.
 
     Autograd's version writes the maximum's gradient into a zero tensor, the mean's into another
     and adds both to ``grad * s``; here ``grad_x = grad * s + grad_mean / HW`` is one ``addcmul``,
-    the maximum's gradient is scattered into it at the saved indices, and ``grad_s`` (a sum over
-    H x W of ``grad * x``) is a batched dot product. Same values, same tie rule (one position).
+    the maximum's gradient is scattered into it at the maximum's position (found by
+    :func:`_index_of_maximum`), and ``grad_s`` (a sum over H x W of ``grad * x``) is a batched dot
+    product. Same values, same tie rule (one position, the first).
     """
 
     @staticmethod
     def forward(ctx, x, gates, *params):
         b, c, h, w = x.shape
         avg = x.sum(dim=(2, 3)) / (h * w)
-        peak, index = F.adaptive_max_pool2d(x, 1, return_indices=True)
+        peak = x.amax(dim=(2, 3), keepdim=True)
         with torch.enable_grad():
             ctx.leaves = [avg.detach().requires_grad_(), peak.flatten(1).detach().requires_grad_()]
             ctx.s = gates(*ctx.leaves)  # (B, C), with its small graph
         ctx.params = params
-        ctx.save_for_backward(x, index)
+        ctx.save_for_backward(x, peak)
         return x * ctx.s.detach()[:, :, None, None]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, index = ctx.saved_tensors
+        x, peak = ctx.saved_tensors
         b, c, h, w = x.shape
         s = ctx.s.detach()
         grad_s = torch.bmm(grad.reshape(b * c, 1, h * w), x.reshape(b * c, h * w, 1)).view(b, c)
         grad_avg, grad_peak, *grad_params = _small_graph_grads(ctx, grad_s)
         grad_x = torch.addcmul((grad_avg / (h * w))[:, :, None, None], grad, s[:, :, None, None]).contiguous()
+        index = _index_of_maximum(x, peak, 2)
+        if index is None:  # a tie: the first position, as the plain path's adaptive_max_pool2d gives
+            index = F.adaptive_max_pool2d(x, 1, return_indices=True)[1]
         grad_x.view(b, c, h * w).scatter_add_(2, index.view(b, c, 1), grad_peak.view(b, c, 1))
         return (grad_x, None, *grad_params)
 
@@ -97,23 +129,27 @@ class _SpatialGating(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gates, *params):
-        peak, index = x.max(dim=1, keepdim=True)
+        peak = x.amax(dim=1, keepdim=True)
         pooled = torch.cat([peak, x.sum(dim=1, keepdim=True) / x.shape[1]], dim=1)
         with torch.enable_grad():
             ctx.leaves = [pooled.detach().requires_grad_()]
             ctx.s = gates(*ctx.leaves)  # (B, 1, H, W), with its small graph
         ctx.params = params
-        ctx.save_for_backward(x, index)
+        ctx.save_for_backward(x, peak)
         return x * ctx.s.detach()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, index = ctx.saved_tensors
+        x, peak = ctx.saved_tensors
+        b, c, h, w = x.shape
         s = ctx.s.detach()
-        grad_s = (grad * x).sum(dim=1, keepdim=True)
+        work = grad * x
+        grad_s = work.sum(dim=1, keepdim=True)
         grad_pooled, *grad_params = _small_graph_grads(ctx, grad_s)
-        grad_x = torch.addcmul(grad_pooled[:, 1:] / x.shape[1], grad, s).contiguous()
+        grad_x = torch.addcmul(grad_pooled[:, 1:] / c, grad, s, out=work)  # work's memory, reused
+        index = _index_of_maximum(x, peak, 1)
+        index = x.max(dim=1, keepdim=True).indices if index is None else index.view(b, 1, h, w)  # a tie: the first
         grad_x.scatter_add_(1, index, grad_pooled[:, :1])
         return (grad_x, None, *grad_params)
 
