@@ -394,3 +394,16 @@ def test_at_a_tie_the_training_path_routes_the_gradient_as_the_plain_path(monkey
     plain_grads = torch.autograd.grad(_unfused(module, monkeypatch)(x), [x, *module.parameters()], g)
     for a, b in zip(grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_index_of_maximum_refuses_a_rounded_position(monkeypatch):
+    # A matrix product in reduced precision (TF32 on a GPU) could round a large position: the index
+    # must then be refused, not used, even though every slice counts one hit.
+    x = torch.randn(2, 3, 64, 64)
+    exact = torch.matmul
+
+    def rounded(a, b):
+        out = exact(a, b)
+        return out + torch.tensor([0.0, 1.0])  # every position off by one, the counts intact
+    monkeypatch.setattr(torch, "matmul", rounded)
+    assert cbam_module._index_of_maximum(x, x.amax(dim=(2, 3), keepdim=True), 2) is None

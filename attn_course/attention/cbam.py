@@ -72,7 +72,7 @@ def _index_of_maximum(x, peak, dim):
     """
     x, peak = x.flatten(2), peak.flatten(2)  # (B, C, H * W), and the maxima (B, 1, H * W) or (B, C, 1)
     n = x.shape[dim]
-    dtype = torch.promote_types(x.dtype, torch.float32)  # positions up to 2^24 are exact
+    dtype = torch.promote_types(x.dtype, torch.float32)  # positions up to 2^24 are exact in float32
     hit = torch.eq(x, peak, out=torch.empty(x.shape, dtype=dtype, device=x.device))
     count_position = torch.stack([torch.ones(n, dtype=dtype, device=x.device),
                                   torch.arange(n, dtype=dtype, device=x.device)])  # (2, n)
@@ -80,9 +80,12 @@ def _index_of_maximum(x, peak, dim):
         count, index = torch.matmul(count_position, hit).unbind(1)  # (B, 2, H * W) -> two (B, H * W)
     else:
         count, index = torch.matmul(hit, count_position.T).unbind(2)  # (B, C, 2) -> two (B, C)
-    if bool((count != 1).any()):
+    index = index.to(torch.int64)
+    # One hit per slice, and the value there is the maximum: the index is exact (this also guards
+    # against a matrix product in reduced precision, such as TF32 on a GPU, rounding a position).
+    if bool((count != 1).any()) or not torch.equal(x.gather(dim, index.unsqueeze(dim)), peak):
         return None
-    return index.to(torch.int64)
+    return index
 
 
 class _ChannelGating(torch.autograd.Function):
