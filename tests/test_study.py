@@ -583,3 +583,61 @@ def test_coordinate_attention_is_scored_by_the_product_of_its_row_and_column_gat
     scored = spatial_gate_maps(coord, images, "cpu")
     torch.testing.assert_close(scored, resize_maps(expected, (32, 32)))
     assert not torch.allclose(scored[:, 0], scored[:, -1])  # it varies down the columns, not only across
+
+
+def test_a_bound_that_excludes_zero_is_never_printed_as_zero():
+    from attn_course.study import comparison_table, describe_effect, effect_table
+
+    # SE better by 0.04 to 0.06 points, seed by seed: the interval's lower bound is about +0.04 points
+    rows = _rows({"resnet": [0.9, 0.8, 0.7, 0.6], "se": [0.9004, 0.8006, 0.7005, 0.6005]})
+    sentence = describe_effect(rows, "se", "default", "chapter")
+    assert "better" in sentence and "CI 0.0 " not in sentence and "+0.0 " not in sentence
+    low = sentence.split("CI ")[1].split(" to")[0]
+    assert float(low) > 0, sentence
+    for table in (effect_table(rows, "se"), comparison_table(rows, ["se"], difference=True)):
+        assert "[0.0," not in table and "[+0.0," not in table, table
+
+
+def test_intervals_of_fractions_stay_in_zero_one():
+    from attn_course.study import summarise
+
+    rows = _rows({"resnet": [1.0, 1.0, 0.99]})
+    (s,) = summarise(rows)
+    assert s["ci_high"] == 1.0 and s["ci_low"] < s["mean"] < 1.0
+    for r in rows:
+        r["train_seconds"] = r["test_accuracy"]  # not a fraction: no clipping
+    (t,) = summarise(rows, "train_seconds")
+    assert t["ci_high"] > 1.0
+
+
+def test_study_verdict_with_mixed_cells_starts_sentences_with_capitals_and_does_not_contradict_itself():
+    from attn_course.study import study_verdict
+
+    rows = (_rows({"resnet": [0.9, 0.8, 0.7], "nl": [0.95, 0.86, 0.74]}, "headroom", "long")
+            + _rows({"resnet": [0.9, 0.8, 0.7], "nl": [0.85, 0.74, 0.66]}, "default", "long")
+            + _rows({"resnet": [0.9, 0.8, 0.7], "nl": [0.92, 0.77, 0.71]}, "default", "chapter"))
+    text = study_verdict(rows, "nl", name="the non-local ResNet")
+    assert text.startswith("The non-local ResNet is better") and "The non-local ResNet is worse" in text
+    assert "does not help there" in text and "does not help here" not in text
+    # the straddling cell: differences +2, -3, +1 points; its interval's ends are named as compatible effects
+    from attn_course.study import paired_differences
+    (d,) = [d for d in paired_differences(rows) if d["budget"] == "chapter"]
+    assert f"from {100 * d['ci_low']:+.1f} to {100 * d['ci_high']:+.1f} points remain compatible" in text
+
+
+def test_reproduce_allows_a_gpu_row_its_run_to_run_spread(tiny, tmp_path, capsys):
+    from attn_course.study.__main__ import CROSS_MACHINE_TOLERANCE, GPU_TOLERANCE
+
+    run_grid("tiny", tmp_path, device="cpu", limit=1, progress=False)
+    path = tmp_path / "tiny.csv"
+    header, line = path.read_text().splitlines()[:2]
+    fields = line.split(",")
+    accuracy = float(fields[COLUMNS.index("test_accuracy")])
+    shift = (CROSS_MACHINE_TOLERANCE + GPU_TOLERANCE) / 2  # beyond another CPU's tolerance, within a GPU's
+    fields[COLUMNS.index("test_accuracy")] = f"{accuracy + shift:.6f}"
+    fields[COLUMNS.index("device")] = "cuda"  # as if a GPU had stored it
+    path.write_text(header + "\n" + ",".join(fields) + "\n")
+    args = ["reproduce", "--grid", "tiny", "--mechanism", fields[COLUMNS.index("mechanism")], "--budget", "tiny",
+            "--seed", "0", "--setting", fields[COLUMNS.index("setting")], "--results", str(tmp_path)]
+    assert main(args) == 0
+    assert f"tolerance {GPU_TOLERANCE} (a GPU: not bit for bit): reproduced" in capsys.readouterr().out

@@ -221,3 +221,16 @@ def test_label_points_moves_labels_off_each_other():
         for b in names[i + 1:]:
             assert not boxes[a].overlaps(boxes[b]), (a, b)
     plt.close(fig)
+
+
+def test_compare_with_study_names_what_a_difference_means():
+    from attn_course.study import compare_with_study
+    from attn_course.study.report import CROSS_MACHINE_TOLERANCE
+
+    stored = {"ResNet": 0.915, "SE": 0.890}
+    assert "same numbers" in compare_with_study({"ResNet": 0.915, "SE": 0.890}, stored)
+    small = compare_with_study({"ResNet": 0.910, "SE": 0.893}, stored)
+    assert "up to 0.5 points" in small and "rounded differently" in small
+    large = compare_with_study({"ResNet": 0.915, "SE": 0.890 - 2 * CROSS_MACHINE_TOLERANCE}, stored)
+    assert "up to 2.0 points" in large and "more than the 1 point" in large and "several seeds" in large
+    assert "no stored run" in compare_with_study({"ResNet": 0.9, "GC": 0.8}, stored)

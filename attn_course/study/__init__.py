@@ -35,6 +35,7 @@ from .settings import (
 )
 from .tables import (
     change_from_setting,
+    compare_with_study,
     comparison_table,
     describe_effect,
     describe_verdicts,
@@ -63,6 +64,6 @@ __all__ = ["SEGMENTATION_HEADS", "BUDGETS", "GRIDS", "MODELS", "SETTINGS", "VARI
            "distinct_training_glyphs", "read_results",
            "results_path",
            "packaged_results", "load_results", "summarise", "paired_differences", "mean_interval", "format_report",
-           "effect_table", "describe_effect", "study_verdict", "plot_paired_differences",
+           "effect_table", "describe_effect", "study_verdict", "compare_with_study", "plot_paired_differences",
            "comparison_table", "pareto_front", "change_from_setting", "verdicts", "describe_verdicts",
            "plot_effects", "plot_by_training_size", "plot_accuracy_cost", "label_points"]

@@ -2,8 +2,13 @@
 
 Over n seeds the 95% interval of a mean is ``mean +- t(0.975, n - 1) * s / sqrt(n)`` (n = 5:
 t = 2.776, not 1.96). A mechanism's effect is the *paired* difference from the plain ResNet,
-seed by seed: the two runs of a seed share their data, its order and their initial draws, so
-the difference cancels what the seeds share and its interval is usually much narrower.
+seed by seed: the two runs of a seed share their data and its order, and the difference cancels
+what that shares. How much this narrows the interval depends on how closely the two runs follow
+each other; two architectures start from different weights, and in this study the paired interval
+is often no narrower than the models' own.
+
+The metrics stored as fractions (accuracy, IoU, Dice, AP, pointing game, energy in box) cannot
+leave [0, 1], but a t-interval can: :func:`summarise` clips their intervals to it.
 """
 
 import math
@@ -13,6 +18,15 @@ from collections import defaultdict
 from scipy import stats
 
 BASELINE = "resnet"
+# Two runs of one row agree bit for bit on one CPU machine (same CPU kind, thread count and torch).
+# Elsewhere, other kernels sum in another order; the rounding differences grow over training and
+# move a few test predictions. Measured here between 1 and 2 threads: see results/README.md.
+CROSS_MACHINE_TOLERANCE = 0.01
+# A GPU does not repeat a run bit for bit: some of its kernels (cuDNN's backward passes among them)
+# add in an order that changes from run to run. Two runs of one CBAM row on one H200 differed by up
+# to 1.2 points of accuracy (results/README.md), like runs on two machines, but more.
+GPU_TOLERANCE = 0.02
+
 # The fewest paired seeds behind a verdict. Two seeds give an interval (t = 12.7), but one lucky
 # pair decides it; from three on, the course says better, worse or no measurable difference.
 MIN_SEEDS = 3
@@ -41,11 +55,20 @@ def _groups(rows, metric):
     return groups
 
 
+# Metrics stored as fractions, in [0, 1] by construction: their intervals are clipped to it.
+FRACTIONS = ("test_accuracy", "test_miou", "test_dice", "test_ap50", "test_ap", "gate_pointing_game",
+             "gate_energy_in_box", "gradcam_pointing_game", "gradcam_energy_in_box")
+
+
 def summarise(rows, metric="test_accuracy"):
-    """One dict per (setting, budget, mechanism): n, mean, sd and the 95% interval of ``metric``."""
+    """One dict per (setting, budget, mechanism): n, mean, sd and the 95% interval of ``metric``
+    (clipped to [0, 1] for the metrics in :data:`FRACTIONS`: a t-interval of 5 seeds near 1 can
+    pass 1, a value no run can reach)."""
     out = []
     for (setting, budget, mechanism), by_seed in _groups(rows, metric).items():
         mean, sd, low, high, n = mean_interval(by_seed.values())
+        if metric in FRACTIONS and n >= 2:
+            low, high = max(low, 0.0), min(high, 1.0)
         out.append({"setting": setting, "budget": budget, "mechanism": mechanism, "n": n,
                     "mean": mean, "sd": sd, "ci_low": low, "ci_high": high})
     return out

@@ -11,7 +11,7 @@ Every number comes from the committed rows, so the prose cannot drift from them;
 has fewer runs than planned, the sentences say how many there are.
 """
 
-from .report import MIN_SEEDS, paired_differences, summarise
+from .report import CROSS_MACHINE_TOLERANCE, MIN_SEEDS, paired_differences, summarise
 
 SETTING_ORDER = ("default", "headroom")
 BUDGET_ORDER = ("chapter", "long", "segmentation")
@@ -23,9 +23,19 @@ def _present(rows, key, order):
     return [v for v in order if v in values] + sorted(values - set(order))
 
 
-def _points(value):
-    text = f"{100 * value:+.1f}"
-    return "0.0" if text in ("+0.0", "-0.0") else text  # no signed zero
+def _signed(value, digits=1, bound=False):
+    """``value`` with its sign and ``digits`` decimals. An interval's ``bound`` gets more decimals
+    where it would read 0 but is not: +0.04 must not print as 0.0 next to a verdict that says the
+    interval excludes 0. Never a signed zero."""
+    for places in range(digits, digits + (3 if bound else 1)):
+        text = f"{value:+.{places}f}"
+        if float(text) != 0:
+            return text
+    return f"{0:.{digits}f}"  # no signed zero
+
+
+def _points(value, bound=False):
+    return _signed(100 * value, bound=bound)
 
 
 def _cell(summary):
@@ -63,7 +73,7 @@ def effect_table(rows, mechanisms, baseline="resnet", metric="test_accuracy"):
                 if d is None or d["n"] < MIN_SEEDS:
                     cells.append("–")
                 else:
-                    cells.append(f"{_points(d['mean'])} [{_points(d['ci_low'])}, {_points(d['ci_high'])}]: "
+                    cells.append(f"{_points(d['mean'])} [{_points(d['ci_low'], True)}, {_points(d['ci_high'], True)}]: "
                                  f"{d['verdict']}")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -79,11 +89,35 @@ def describe_effect(rows, mechanism, setting, budget, name=None, baseline="resne
     if d is None or d["n"] < MIN_SEEDS:
         n = 0 if d is None else d["n"]
         return f"The study has {n} paired run{'s' if n != 1 else ''} of {name} {where}: too few to say anything yet."
-    interval = f"{_points(d['mean'])} points (95% CI {_points(d['ci_low'])} to {_points(d['ci_high'])}, {d['n']} seeds)"
+    interval = (f"{_points(d['mean'])} points (95% CI {_points(d['ci_low'], True)} to {_points(d['ci_high'], True)}, "
+                f"{d['n']} seeds)")
     label = baseline_label or ("the plain ResNet" if baseline == "resnet" else baseline)
     verdict = {"no measurable difference": "no measurable difference",
                "better": f"better than {label}", "worse": f"worse than {label}"}[d["verdict"]]
     return f"{where[0].upper()}{where[1:]}, {name} changes {what} by {interval}: {verdict}."
+
+
+def compare_with_study(run, stored):
+    """A sentence comparing a chapter's run with the study's stored rows of the same models and seed.
+
+    ``run`` and ``stored`` map a model's name to its test accuracy (``stored`` may lack models the
+    study has not run). The study's rows used one CPU thread; a chapter usually runs with more, or
+    on a GPU, and the difference that makes is named for what it is.
+    """
+    if not run or any(name not in stored for name in run):
+        return "The study has no stored run of every model here yet to compare this run with."
+    differ = max(abs(run[name] - stored[name]) for name in run)
+    if differ < 1e-6:
+        return ("The study's stored runs give the same numbers (to the precision the file stores): the same "
+                "computation on the kind of machine that made them.")
+    text = f"The study's stored runs of this seed differ from this run by up to {100 * differ:.1f} points"
+    if differ <= CROSS_MACHINE_TOLERANCE:
+        return (text + ": the same computation, rounded differently with another thread count, machine or "
+                "device (the study's rows used one CPU thread).")
+    return (text + f", more than the {100 * CROSS_MACHINE_TOLERANCE:.0f} point that rounding alone usually "
+            "moves a run. Over a few epochs a tiny rounding difference (the study's rows used one CPU thread, "
+            "this run perhaps more, or a GPU) can grow the way a change of seed does: one reason the verdicts "
+            "below rest on several seeds, not on this run.")
 
 
 def _where(cells):
@@ -105,8 +139,10 @@ def study_verdict(rows, mechanism, name=None, baseline="resnet", metric="test_ac
     """
     name = name or mechanism
     label = "the plain ResNet" if baseline == "resnet" else baseline
-    verdicts = {(d["setting"], d["budget"]): d["verdict"] for d in paired_differences(rows, metric, baseline)
-                if d["mechanism"] == mechanism and d["n"] >= MIN_SEEDS}
+    mine = [d for d in paired_differences(rows, metric, baseline)
+            if d["mechanism"] == mechanism and d["n"] >= MIN_SEEDS]
+    verdicts = {(d["setting"], d["budget"]): d["verdict"] for d in mine}
+    intervals = {(d["setting"], d["budget"]): (d["ci_low"], d["ci_high"]) for d in mine}
     if not verdicts:
         return (f"The study has too few paired runs of {name} yet to say anything, for or against {paper}; "
                 f"a single run cannot settle it either.")
@@ -119,12 +155,15 @@ def study_verdict(rows, mechanism, name=None, baseline="resnet", metric="test_ac
     if found["worse"]:
         parts.append(f"{name} is worse than {label} in {_where(found['worse'])}, against {paper}. A "
                      f"three-stage network of 16 to 64 channels on upscaled 8×8 digits, trained briefly, is "
-                     f"far from the paper's setting: this says {name} does not help here, not that {paper} "
+                     f"far from the paper's setting: this says {name} does not help there, not that {paper} "
                      f"is wrong.")
     if found["no measurable difference"]:
+        low = min(intervals[cell][0] for cell in found["no measurable difference"])
+        high = max(intervals[cell][1] for cell in found["no measurable difference"])
         parts.append(f"The study finds no measurable difference in {_where(found['no measurable difference'])}: "
-                     f"the interval straddles zero, so any effect there is smaller than its half-width.")
-    return " ".join(parts)
+                     f"each interval straddles zero, so the rows cannot tell a gain from a loss, and effects "
+                     f"from {_points(low, True)} to {_points(high, True)} points remain compatible with them.")
+    return " ".join(part[0].upper() + part[1:] for part in parts)  # "the non-local ResNet is ..." starts a sentence
 
 
 # --- many models side by side (chapter 13, the zoo) -------------------------------------------------
@@ -146,9 +185,10 @@ def _columns(rows):
 
 
 def _interval(mean, low, high, scale, digits, signed=False):
-    sign = "+" if signed else ""
-    text = f"{scale * mean:{sign}.{digits}f} [{scale * low:{sign}.{digits}f}, {scale * high:{sign}.{digits}f}]"
-    return text.replace(f"+{0:.{digits}f}", f"{0:.{digits}f}").replace(f"-{0:.{digits}f}", f"{0:.{digits}f}")
+    if signed:
+        return (f"{_signed(scale * mean, digits)} [{_signed(scale * low, digits, bound=True)}, "
+                f"{_signed(scale * high, digits, bound=True)}]")
+    return f"{scale * mean:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
 def comparison_table(rows, models, metric="test_accuracy", baseline="resnet", difference=False, scale=100.0,
