@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -534,7 +535,7 @@ def test_recomputed_values_are_compared_as_the_file_stores_them(tiny, tmp_path, 
     args = ["reproduce", "--grid", "tiny", "--mechanism", "resnet", "--budget", "tiny", "--seed", "0",
             "--results", str(tmp_path)]
     assert main(args) == 0
-    assert "difference 0.000000, tolerance 0.0 (same machine kind: bit for bit): reproduced" in capsys.readouterr().out
+    assert "difference 0.000000, tolerance 0 (same machine kind: bit for bit): reproduced" in capsys.readouterr().out
 
 
 def test_intervals_are_python_floats_ready_to_glue():
@@ -640,4 +641,15 @@ def test_reproduce_allows_a_gpu_row_its_run_to_run_spread(tiny, tmp_path, capsys
     args = ["reproduce", "--grid", "tiny", "--mechanism", fields[COLUMNS.index("mechanism")], "--budget", "tiny",
             "--seed", "0", "--setting", fields[COLUMNS.index("setting")], "--results", str(tmp_path)]
     assert main(args) == 0
-    assert f"tolerance {GPU_TOLERANCE} (a GPU: not bit for bit): reproduced" in capsys.readouterr().out
+    assert f"tolerance {GPU_TOLERANCE} (a GPU: not bit for bit; the larger of" in capsys.readouterr().out
+
+
+def test_rerun_tolerance_grows_with_the_rows_seed_to_seed_spread():
+    from attn_course.study.report import CROSS_MACHINE_TOLERANCE, GPU_TOLERANCE, rerun_tolerance
+
+    gc_chapter = [0.897, 0.86, 0.91, 0.85, 0.875]  # a short budget: seeds spread by points
+    expected = 1.96 * math.sqrt(2) * statistics.stdev(gc_chapter)
+    assert math.isclose(rerun_tolerance(gc_chapter), expected) and expected > 0.05
+    assert rerun_tolerance([0.991, 0.992, 0.990]) == CROSS_MACHINE_TOLERANCE  # converged: the fixed floor
+    assert rerun_tolerance([0.991, 0.992, 0.990], gpu=True) == GPU_TOLERANCE
+    assert rerun_tolerance([0.9]) == CROSS_MACHINE_TOLERANCE  # one seed: no spread to measure

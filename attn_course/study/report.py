@@ -27,6 +27,25 @@ CROSS_MACHINE_TOLERANCE = 0.01
 # to 1.2 points of accuracy (results/README.md), like runs on two machines, but more.
 GPU_TOLERANCE = 0.02
 
+
+
+def rerun_tolerance(values, gpu=False):
+    """How far a rerun of one row may land from it on another machine kind (or any GPU), given
+    ``values``: the stored results of that row's model, setting and budget over its seeds.
+
+    Rounding differences grow over training. Over a long budget they move a few test predictions
+    (:data:`CROSS_MACHINE_TOLERANCE`, :data:`GPU_TOLERANCE`); over a short one they can move a run
+    as far as a new seed would: chapter 07's GC run at the chapter budget ends 6.5 points from its
+    row with two CPU threads instead of one. So the tolerance is the larger of the fixed one and
+    the 95% range of the difference of two seeds, ``1.96 * sqrt(2) * sd``.
+    """
+    floor = GPU_TOLERANCE if gpu else CROSS_MACHINE_TOLERANCE
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return floor
+    return max(floor, 1.96 * math.sqrt(2) * statistics.stdev(values))
+
+
 # The fewest paired seeds behind a verdict. Two seeds give an interval (t = 12.7), but one lucky
 # pair decides it; from three on, the course says better, worse or no measurable difference.
 MIN_SEEDS = 3
