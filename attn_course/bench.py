@@ -63,6 +63,31 @@ def latency(model, input_shape, warmup=5, repeats=20):
     return statistics.median(times)
 
 
+def interleaved_latency(models, baseline, rounds=7, input_shape=(1, 1, 32, 32), warmup=2, repeats=10):
+    """Median latency (ms) of each of ``models`` (a dict name -> model) and the noise floor beside it.
+
+    The models are timed in turn within each of ``rounds`` rounds, so that a slow spell of a shared
+    machine falls on all of them, and ``baseline`` (a key of ``models``) is timed a second time in
+    every round. The noise floor is what the machine alone does to a measurement: how much the
+    baseline's two timings of a round typically differ, or how far their two medians lie apart,
+    whichever is larger, as a fraction. A model's difference from the baseline means something
+    only beyond it. Returns ``({name: median ms}, floor)``.
+    """
+    if baseline not in models:
+        raise ValueError(f"interleaved_latency: baseline {baseline!r} is not one of the models {list(models)}.")
+    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
+        raise ValueError(f"interleaved_latency: rounds must be an int >= 1, got {rounds!r}.")
+    times, again = {name: [] for name in models}, []
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(latency(model, input_shape, warmup=warmup, repeats=repeats))
+        again.append(latency(models[baseline], input_shape, warmup=warmup, repeats=repeats))
+    first = times[baseline]
+    floor = max(statistics.median(abs(a / b - 1) for a, b in zip(again, first)),
+                abs(statistics.median(again) / statistics.median(first) - 1))
+    return {name: statistics.median(t) for name, t in times.items()}, floor
+
+
 def training_step_times(models, input_shape, num_classes=10, repeats=20, warmup=3, lr=1e-3):
     """Median seconds of one training step (forward, backward, AdamW update) of each model.
 

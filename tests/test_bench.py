@@ -87,3 +87,29 @@ def test_parameter_free_modules_can_be_measured():
 def test_count_parameters_wants_a_bool():
     with pytest.raises(TypeError, match="trainable_only must be True or False"):
         count_parameters(nn.Linear(2, 2), trainable_only="no")
+
+
+def test_interleaved_latency_times_every_model_and_measures_the_baseline_against_itself(monkeypatch):
+    import attn_course.bench as bench
+
+    calls = []
+    fake = iter([1.0, 2.0, 1.1, 1.0, 2.0, 0.9, 1.0, 2.0, 1.2])  # per round: baseline, other, baseline again
+
+    def timed(model, input_shape, warmup, repeats):
+        calls.append(model)
+        return next(fake)
+    monkeypatch.setattr(bench, "latency", timed)
+    ms, floor = bench.interleaved_latency({"base": "A", "other": "B"}, "base", rounds=3)
+    assert calls == ["A", "B", "A"] * 3  # in turn, the baseline twice per round
+    assert ms == {"base": 1.0, "other": 2.0}
+    # the baseline's second timings differ from its first by 10 %, 10 % and 20 %: median 10 %;
+    # their medians: 1.1 against 1.0, also 10 %
+    assert abs(floor - 0.1) < 1e-9
+
+
+def test_interleaved_latency_refuses_an_unknown_baseline():
+    import pytest as _pytest
+
+    from attn_course.bench import interleaved_latency
+    with _pytest.raises(ValueError, match="baseline 'resnet' is not one of the models"):
+        interleaved_latency({"ResNet": None}, "resnet")
