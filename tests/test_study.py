@@ -624,6 +624,7 @@ def test_study_verdict_with_mixed_cells_starts_sentences_with_capitals_and_does_
     from attn_course.study import paired_differences
     (d,) = [d for d in paired_differences(rows) if d["budget"] == "chapter"]
     assert f"from {100 * d['ci_low']:+.1f} to {100 * d['ci_high']:+.1f} points remain compatible" in text
+    assert "the interval straddles zero" in text  # one such cell: not "each interval"
 
 
 def test_reproduce_allows_a_gpu_row_its_run_to_run_spread(tiny, tmp_path, capsys):

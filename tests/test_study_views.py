@@ -234,3 +234,5 @@ def test_compare_with_study_names_what_a_difference_means():
     large = compare_with_study({"ResNet": 0.915, "SE": 0.890 - 2 * CROSS_MACHINE_TOLERANCE}, stored)
     assert "up to 2.0 points" in large and "more than the 1 point" in large and "several seeds" in large
     assert "no stored run" in compare_with_study({"ResNet": 0.9, "GC": 0.8}, stored)
+    one_point = compare_with_study({"ResNet": 0.913}, {"ResNet": 0.903})  # 0.01 and a hair in floating point
+    assert "up to 1.0 points" in one_point and "rounded differently" in one_point
