@@ -23,9 +23,10 @@ cell c* = floor(p / s)::
     L_offset = mean |sigmoid(o[c*]) - (p / s - c*)|           L1, the centre inside its cell, in cells
     L_size   = mean |size[c*] - (w, h) / s|                   L1, the box's size, in cells
 
-CenterNet weighs its size loss 0.1 with sizes in pixels; sizes in cells (pixels / 4) give terms
-of about the same scale as the others, so every weight here is 1. The class is trained at the
-true centre c* and read at the predicted one. Classifying the global average of the features
+CenterNet measures sizes in the same units: its ``src/lib/datasets/sample/ctdet.py`` maps each box
+onto the output map (``down_ratio`` 4) before it sets ``wh[k] = w, h``, and it weighs the size loss
+0.1 (``--wh_weight`` in ``opts.py``). Every weight here is 1: this course's choice, not CenterNet's.
+The class is trained at the true centre c* and read at the predicted one. Classifying the global average of the features
 instead, as the classification chapters do, learnt the class far more slowly beside the box terms
 (about 0.2 class accuracy against 0.9 at the chapter budget, in our trials on two seeds, on a GPU).
 

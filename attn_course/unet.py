@@ -8,13 +8,18 @@ Segmentation", MICCAI 2015, https://arxiv.org/abs/1505.04597. Attention gates: O
 The layout follows the official Attention U-Net (ozan-oktay/Attention-Gated-Networks,
 ``unet_CT_single_att_dsv_3D``) in 2-D and in small: at every level two 3x3 conv-BN-ReLU layers
 (the official ``UnetConv3``), 2x2 max-pooling between levels, and a decoder that upsamples the coarser
-feature bilinearly (the official ``UnetUp3_CT``), concatenates it with the skip connection and applies
-two 3x3 conv-BN-ReLU layers. With ``gates=True`` each skip connection passes through an attention gate
-first, gated by the decoder's feature of the level below *before* it is upsampled (at the bottom, the
-bottleneck's feature), as in the official network. Left out, and said here: the official network's
-deep supervision (class scores from every decoder level), its 1x1 conv-BN-ReLU on the gating signal
-and after each gate, and its transposed convolutions are not used; the convolutions have no bias
-(the BatchNorm after each has one).
+feature bilinearly (the official ``UnetUp3_CT`` upsamples trilinearly with ``nn.Upsample``, not with a
+transposed convolution; the network's ``is_deconv`` argument is stored but unused), concatenates it with
+the skip connection and applies two 3x3 conv-BN-ReLU layers. With ``gates=True`` each skip connection
+passes through an attention gate first, gated by the decoder's feature of the level below *before* it
+is upsampled (at the bottom, the bottleneck's feature), as in the official network.
+
+Deviations from the official network, said here: it leaves its finest skip connection ungated
+(``up1 = self.up_concat1(conv1, up2)``) and gates only the coarser ones, while this U-Net gates every
+skip connection, the finest included; it passes ``inter_size = in_size`` to its gates (C_i = C_x),
+while this U-Net keeps the gate's default C_i = C_x // 2 unless ``inter_channels`` is given. Left out:
+its deep supervision (class scores from every decoder level) and its 1x1 conv-BN-ReLU on the gating
+signal and after each gate. The convolutions here have no bias (the BatchNorm after each has one).
 
 Trained as :class:`attn_course.segmentation.SegmentationNet` is: :func:`attn_course.train.fit` with
 its default per-pixel cross-entropy, on :func:`attn_course.segmentation.make_segmentation_loaders`.
@@ -51,7 +56,8 @@ class UNet(nn.Module):
         num_classes: classes per pixel (11 for Cluttered Digits).
         in_channels: image channels.
         inter_channels: passed to every :class:`~attn_course.attention_gates.AttentionGate`
-            (None: the official C // 2 of the skip connection).
+            (None: C // 2 of the skip connection, the default of the official gate block; the official
+            network passes C itself).
 
     Shapes: (B, in_channels, H, W) -> logits (B, num_classes, H, W); H and W divisible by
     2 ** (len(widths) - 1). Gates: ``attention_gates.i.gate`` gives alpha (B, 1, H / 2 ** (i + 1),
