@@ -118,8 +118,8 @@ SETTINGS = {
         {"fragment_size": 10}, train_on="default",
     ),
     "shift-noise": Setting(
-        "shift-noise", "test only (trained on default): the headroom setting's Gaussian pixel noise, "
-        "sigma = 0.2, on the default images",
+        "shift-noise", "test only (trained on default): Gaussian pixel noise, sigma = 0.2, on the default "
+        "images",
         {"noise": 0.2}, train_on="default",
     ),
 }
