@@ -92,7 +92,7 @@ def describe_effect(rows, mechanism, setting, budget, name=None, baseline="resne
     interval = (f"{_points(d['mean'])} points (95% CI {_points(d['ci_low'], True)} to {_points(d['ci_high'], True)}, "
                 f"{d['n']} seeds)")
     label = baseline_label or ("the plain ResNet" if baseline == "resnet" else baseline)
-    verdict = {"no measurable difference": "no measurable difference",
+    verdict = {"no measurable difference": f"no measurable difference from {label}",
                "better": f"better than {label}", "worse": f"worse than {label}"}[d["verdict"]]
     return f"{where[0].upper()}{where[1:]}, {name} changes {what} by {interval}: {verdict}."
 
