@@ -417,7 +417,8 @@ def test_effect_table_and_sentences_follow_the_rows():
         "5 seeds): better than the plain ResNet")
     assert "too few to say anything yet" in describe_effect(rows, "se", "headroom", "long")
     noisy = _rows({"resnet": base, "se": [b + d for b, d in zip(base, [0.02, -0.03, 0.01, -0.02, 0.015])]})
-    assert describe_effect(noisy, "se", "default", "chapter").endswith(": no measurable difference from the plain ResNet.")
+    sentence = describe_effect(noisy, "se", "default", "chapter")
+    assert sentence.endswith(": no measurable difference from the plain ResNet.")
 
 
 def test_effect_table_gives_no_interval_below_min_seeds():
