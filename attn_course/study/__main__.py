@@ -86,7 +86,7 @@ def command_reproduce(args):
         args.threads = stored["threads"]  # the row's own thread count: the same sums in the same order
     _set_threads(args)
     fresh = run_one(args.setting, args.mechanism, args.budget, args.seed, grid=args.grid, device=args.device)
-    gpu = "cpu" != stored["device"] or "cpu" != fresh["device"]  # a GPU made either run
+    gpu = stored["device"] != "cpu" or fresh["device"] != "cpu"  # a GPU made either run
     same_machine = not gpu and all(stored[k] == fresh[k] for k in ("torch", "cpu", "threads", "device"))
     cell = [r["test_accuracy"] for r in rows if (r["mechanism"], r["budget"], r["setting"])
             == (args.mechanism, args.budget, args.setting)]

@@ -28,7 +28,6 @@ CROSS_MACHINE_TOLERANCE = 0.01
 GPU_TOLERANCE = 0.02
 
 
-
 def rerun_tolerance(values, gpu=False):
     """How far a rerun of one row may land from it on another machine kind (or any GPU), given
     ``values``: the stored results of that row's model, setting and budget over its seeds.

@@ -139,15 +139,13 @@ def study_verdict(rows, mechanism, name=None, baseline="resnet", metric="test_ac
     """
     name = name or mechanism
     label = "the plain ResNet" if baseline == "resnet" else baseline
-    mine = [d for d in paired_differences(rows, metric, baseline)
-            if d["mechanism"] == mechanism and d["n"] >= MIN_SEEDS]
-    verdicts = {(d["setting"], d["budget"]): d["verdict"] for d in mine}
-    intervals = {(d["setting"], d["budget"]): (d["ci_low"], d["ci_high"]) for d in mine}
-    if not verdicts:
+    mine = {(d["setting"], d["budget"]): d for d in paired_differences(rows, metric, baseline)
+            if d["mechanism"] == mechanism and d["n"] >= MIN_SEEDS}
+    if not mine:
         return (f"The study has too few paired runs of {name} yet to say anything, for or against {paper}; "
                 f"a single run cannot settle it either.")
-    found = {v: [cell for cell, x in verdicts.items() if x == v] for v in ("better", "worse",
-                                                                          "no measurable difference")}
+    found = {v: [cell for cell, d in mine.items() if d["verdict"] == v]
+             for v in ("better", "worse", "no measurable difference")}
     parts = []
     if found["better"]:
         parts.append(f"{name} is better than {label} in {_where(found['better'])}: the direction of "
@@ -158,9 +156,8 @@ def study_verdict(rows, mechanism, name=None, baseline="resnet", metric="test_ac
                      f"far from the paper's setting: this says {name} does not help there, not that {paper} "
                      f"is wrong.")
     if found["no measurable difference"]:
-        low = min(intervals[cell][0] for cell in found["no measurable difference"])
-        high = max(intervals[cell][1] for cell in found["no measurable difference"])
         cells = found["no measurable difference"]
+        low, high = min(mine[cell]["ci_low"] for cell in cells), max(mine[cell]["ci_high"] for cell in cells)
         parts.append(f"The study finds no measurable difference in {_where(cells)}: "
                      f"{'each interval straddles' if len(cells) > 1 else 'the interval straddles'} zero, so the rows "
                      f"cannot tell a gain from a loss, and effects "
